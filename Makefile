@@ -1,0 +1,30 @@
+# Two commands a newcomer needs: `make serve` (set up, index seeds/, serve) and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup test serve lint clean
+
+setup: $(STAMP)
+
+# torch first, pinned to the CPU build that lies on disk: an unpinned torch, pulled in by
+# sentence-transformers, would download a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[service,client,eval,dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check retrieval service tests
+	$(BIN)/mypy retrieval
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

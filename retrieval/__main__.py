@@ -1,0 +1,7 @@
+"""`python -m retrieval`: the same as the `retrieval` command."""
+
+import sys
+
+from retrieval.cli import main
+
+sys.exit(main())

@@ -1,0 +1,225 @@
+"""The `retrieval` command: index articles, search them, inspect a collection.
+
+A thin argparse layer over the library; every subcommand is a small function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from retrieval.errors import RetrievalError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def default_collection() -> Path:
+    """Where a collection lives when --collection is not given.
+
+    $RETRIEVAL_COLLECTION if set, else $XDG_DATA_HOME/retrieval/collection
+    (~/.local/share/retrieval/collection).
+    """
+    if env := os.environ.get("RETRIEVAL_COLLECTION"):
+        return Path(env)
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "retrieval" / "collection"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retrieval",
+        description="Semantic passage retrieval over news articles: index them, then "
+        "find the passages closest in meaning to a question.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_index_command(commands)
+    add_search_command(commands)
+    add_info_command(commands)
+    for register in extra_commands():
+        register(commands)
+    return parser
+
+
+def add_collection_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--collection", type=Path, default=None, metavar="DIR",
+        help=f"collection directory (default: {default_collection()})",
+    )
+
+
+def add_index_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "index", help="add articles to a collection",
+        description="Load articles from files and folders (.txt/.md in the seed format, "
+        ".jsonl, BEIR corpus.jsonl), chunk, embed and store them. Unchanged articles are "
+        "skipped; changed ones replace their passages.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    add_collection_option(parser)
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="refuse the whole batch if any file or line is bad (default: skip and report)",
+    )
+    parser.add_argument("--model", default=None, help="model for a new collection (folder)")
+    parser.add_argument(
+        "--chunking", choices=["paragraph", "none"], default=None,
+        help="for a new collection: paragraph (default) or none (one passage per article, "
+        "truncated by the model: for comparing with published figures)",
+    )
+    parser.add_argument("--index-spec", default=None, help="FAISS index for a new collection")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_index)
+
+
+def add_search_command(commands: Any) -> None:
+    parser = commands.add_parser("search", help="find the passages closest to a query")
+    parser.add_argument("query")
+    add_collection_option(parser)
+    parser.add_argument("-k", type=int, default=5, help="hits to return (default 5)")
+    parser.add_argument("--mode", choices=["dense", "lexical", "hybrid"], default="dense")
+    parser.add_argument("--article", action="append", dest="article_ids", metavar="ID",
+                        help="only this article (repeatable)")
+    parser.add_argument("--source", action="append", dest="sources", metavar="NAME",
+                        help="only this source (repeatable)")
+    parser.add_argument("--date-from", metavar="YYYY-MM-DD")
+    parser.add_argument("--date-to", metavar="YYYY-MM-DD")
+    parser.add_argument("--max-per-article", type=int, default=None, metavar="N")
+    parser.add_argument("--json", action="store_true", help="print hits as a JSON list")
+    parser.set_defaults(run=run_search)
+
+
+def add_info_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "info", help="what a collection holds; exits 1 if store and index disagree"
+    )
+    add_collection_option(parser)
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(run=run_info)
+
+
+def extra_commands() -> list[Any]:
+    """Subcommands that live beside the core ones (serve, eval, bench), when present."""
+    return []
+
+
+# -- subcommands -------------------------------------------------------------------------
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from retrieval.chunking import ChunkerSettings
+    from retrieval.collection import Collection
+    from retrieval.loaders import load_articles
+
+    loaded = load_articles(args.paths)
+    for error in loaded.errors:
+        print(f"error: {error}", file=sys.stderr)
+    if loaded.errors and args.strict:
+        print(f"refused: {len(loaded.errors)} bad input(s) and --strict; nothing was indexed",
+              file=sys.stderr)
+        return EXIT_FAILED
+    chunker = ChunkerSettings(mode=args.chunking) if args.chunking else None
+    embedder = None
+    if args.model:
+        from retrieval.embedding import SentenceTransformerEmbedder
+
+        embedder = SentenceTransformerEmbedder(args.model)
+    with Collection.open(collection_path(args), embedder, chunker=chunker,
+                         index_spec=args.index_spec) as collection:
+        report = collection.add_articles(loaded.articles, progress=progress_bar(
+            len(loaded.articles), quiet=args.quiet))
+    print(
+        f"indexed into {collection.path}: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged; {report.passages_added} passages added, "
+        f"{report.passages_removed} removed; {len(loaded.errors)} skipped; "
+        f"{report.seconds:.1f} s"
+    )
+    return EXIT_OK
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from retrieval.collection import Collection
+    from retrieval.records import Filters
+    from retrieval.search import Retriever
+
+    filters = Filters(
+        article_ids=tuple(args.article_ids) if args.article_ids else None,
+        sources=tuple(args.sources) if args.sources else None,
+        date_from=args.date_from,
+        date_to=args.date_to,
+    )
+    with Collection.open(collection_path(args), create=False) as collection:
+        hits = Retriever(collection).search(
+            args.query, args.k, mode=args.mode, filters=filters,
+            max_per_article=args.max_per_article,
+        )
+    if args.json:
+        print(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if not hits:
+        print("no passages match")
+    for hit in hits:
+        print(f"{hit.rank}. [{hit.score:.3f}] {hit.title} ({hit.article_id}, {hit.date or 'no date'})")
+        print(f"   {hit.text}\n")
+    return EXIT_OK
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from retrieval.collection import Collection
+
+    with Collection.open(collection_path(args), create=False) as collection:
+        info = collection.info()
+    if args.json:
+        print(json.dumps({**asdict(info), "in_agreement": info.in_agreement}, indent=2))
+    else:
+        embedder = info.manifest["embedder"]
+        print(f"collection         {info.path}")
+        print(f"model              {embedder['model']} ({embedder['backend']}, dim {embedder['dim']}, "
+              f"max {embedder['max_tokens']} tokens)")
+        print(f"chunking           {info.manifest['chunker']}")
+        print(f"index              {info.manifest['index']['spec']}")
+        print(f"articles           {info.articles}")
+        print(f"passages           {info.passages} (longest {info.max_passage_tokens} tokens)")
+        print(f"vectors in store   {info.vectors_in_store}")
+        print(f"vectors in index   {info.vectors_in_index}")
+        print(f"in agreement       {'yes' if info.in_agreement else 'NO'}")
+        print(f"generation         {info.generation}")
+        print(f"size on disk       {info.bytes_on_disk / 1e6:.1f} MB")
+    return EXIT_OK if info.in_agreement else EXIT_FAILED
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def collection_path(args: argparse.Namespace) -> Path:
+    return args.collection if args.collection is not None else default_collection()
+
+
+def progress_bar(total: int, *, quiet: bool) -> Any:
+    if quiet or total == 0:
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="article", desc="indexing")
+    return bar.update
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Models load from folders on disk; never reach for a model hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except RetrievalError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(error, ValueError) else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

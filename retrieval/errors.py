@@ -1,0 +1,68 @@
+"""Errors raised by the retrieval library.
+
+Every error derives from RetrievalError, so callers can catch one type:
+
+    RetrievalError
+    ├── InputError (ValueError)            bad article, file, line or argument; says what to fix
+    │   └── LoadError                      a source file or line could not be read (path, line)
+    ├── CollectionError                    the collection on disk cannot be used as asked
+    │   ├── ModelMismatchError (ValueError) opened with another model than it was built with
+    │   ├── CollectionFormatError          manifest missing, unreadable or of an unknown version
+    │   └── CollectionLockedError          another process is writing to it
+    ├── NotFoundError (KeyError)           no article or passage with that id
+    └── EmptyIndexError                    a search on a collection with no passages
+"""
+
+from __future__ import annotations
+
+
+class RetrievalError(Exception):
+    """Base class of every error this library raises."""
+
+
+class InputError(RetrievalError, ValueError):
+    """An argument or an input record is invalid; the message says what to fix."""
+
+
+class LoadError(InputError):
+    """A source file or one of its lines could not be loaded.
+
+    Attributes:
+        path: the file that failed.
+        line: 1-based line number for line-oriented formats (JSONL), else None.
+        reason: what was wrong, without the location.
+    """
+
+    def __init__(self, path: str, reason: str, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {reason}")
+
+
+class CollectionError(RetrievalError):
+    """The collection on disk cannot be used as asked."""
+
+
+class ModelMismatchError(CollectionError, ValueError):
+    """The collection was built with another embedding model or settings."""
+
+
+class CollectionFormatError(CollectionError):
+    """The collection's manifest is missing, unreadable or of an unknown format version."""
+
+
+class CollectionLockedError(CollectionError):
+    """Another process holds the collection's write lock."""
+
+
+class NotFoundError(RetrievalError, KeyError):
+    """No article or passage has the requested id."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class EmptyIndexError(RetrievalError):
+    """A search was asked of a collection that holds no passages."""

@@ -1,0 +1,437 @@
+"""Turn files and folders into `Article` records, reporting bad input by file and line.
+
+Formats, chosen by suffix (case-insensitive):
+
+- A folder is walked recursively in sorted order. `.txt` and `.md` files are text
+  articles, `.jsonl` files hold one record a line; other suffixes are ignored, and so are
+  hidden files and folders (names starting with '.'). A file named directly with another
+  suffix is an error.
+- Text article (`.txt`, `.md`): the id is the file stem. UTF-8 (a BOM is allowed), CRLF or
+  CR line ends become LF. The seed format opens with a line `date YYYY-MM-DD` (any case,
+  surrounding spaces allowed), then blank lines, then the body. The title is, in order:
+    1. `.md` only: a leading ATX heading line (`# Heading`), removed from the body;
+    2. a first paragraph that is a single short line (at most 20 words, not ending in
+       '.') followed by a blank line, removed from the body;
+    3. otherwise (the seed format runs the headline into the first sentence, and the two
+       cannot be told apart) a display title derived from the body: the first sentence,
+       cut to at most 12 words at a word boundary. The body keeps that text, so the
+       article text starts with its title.
+  `source` and `url` are None and `metadata` is {}: a path differs between machines and
+  would change the content hash.
+- JSONL (`.jsonl`, BEIR `corpus.jsonl` included): one JSON object a line, blank lines
+  skipped. `_id` (else `id`): a non-empty string or an integer; `title` (optional);
+  `text` (required); `date` (optional, `YYYY-MM-DD` or an ISO datetime whose written
+  date part is kept, no time zone conversion); `source`, `url` (optional strings). Every
+  other field goes into `metadata`, merged over the keys of a nested `metadata` object.
+  Each line is decoded and parsed on its own, so a bad line loses only itself.
+
+In every format, title and text are stripped of surrounding whitespace and text must not
+be empty. An id seen twice in one load keeps its first article; the later one is an error.
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime as dt
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import blingfire
+
+from retrieval.errors import LoadError
+from retrieval.records import Article
+
+TEXT_SUFFIXES = frozenset({".txt", ".md"})
+JSONL_SUFFIXES = frozenset({".jsonl"})
+_LOADABLE = TEXT_SUFFIXES | JSONL_SUFFIXES
+TITLE_LINE_MAX_WORDS = 20
+DERIVED_TITLE_MAX_WORDS = 12
+# The first sentence is all a derived title needs; bounding the scan keeps a huge
+# single-paragraph file from being sentence-split in full.
+_TITLE_SCAN_CHARS = 2000
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Only a value starting with a digit makes a date line, so that a headline such as
+# "Date night" is read as a title, not as a malformed date.
+_DATE_LINE = re.compile(r"date\s*:?\s*(\d\S*)", re.IGNORECASE)
+_MD_HEADING = re.compile(r"#{1,6}\s+(.*?)(?:\s+#+)?")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_RECORD_FIELDS = frozenset({"title", "text", "date", "source", "url", "metadata"})
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What a load produced: the good articles and one error per bad file or line.
+
+    Attributes:
+        articles: loaded articles, in file order, then line order.
+        errors: each names its path, its 1-based line for JSONL, and what to fix.
+    """
+
+    articles: list[Article] = field(default_factory=list)
+    errors: list[LoadError] = field(default_factory=list)
+
+
+class _Invalid(Exception):
+    """A record that cannot become an article; wrapped into a LoadError by the caller."""
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+
+def load_articles(paths: Sequence[str | Path]) -> LoadResult:
+    """Load every article under the given files and folders.
+
+    Bad content never raises: unreadable files, bad lines and duplicate ids go to
+    `errors`, and the caller decides whether any error refuses the whole batch. A file
+    reached twice (named directly and inside a named folder) is loaded once.
+
+    Args:
+        paths: files and folders; a single str or Path is taken as a one-element list.
+
+    Returns:
+        The loaded articles and the errors, in a deterministic (sorted walk) order.
+
+    Raises:
+        LoadError: a path does not exist (checked for all paths before loading any).
+    """
+    roots = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+    for root in roots:
+        _require_exists(root)
+    batch = _Batch()
+    for path in _unique(path for root in roots for path in _files_under(root)):
+        batch.add_file(path)
+    return batch.result()
+
+
+def load_file(path: str | Path) -> LoadResult:
+    """Load one file, its format chosen by its suffix.
+
+    Args:
+        path: a `.txt`, `.md` or `.jsonl` file; another suffix is reported in `errors`.
+
+    Returns:
+        The file's articles (duplicate ids within it are errors) and its errors.
+
+    Raises:
+        LoadError: the path does not exist or is a folder.
+    """
+    file = Path(path)
+    _require_exists(file)
+    if file.is_dir():
+        raise LoadError(str(file), "is a folder: use load_articles to load a folder")
+    batch = _Batch()
+    batch.add_file(file)
+    return batch.result()
+
+
+def _require_exists(path: Path) -> None:
+    if not path.exists():
+        raise LoadError(str(path), "no such file or folder")
+
+
+def _files_under(root: Path) -> Iterator[Path]:
+    """Yield `root` if it is a file, else its loadable files, sorted by path components."""
+    if not root.is_dir():
+        yield root
+        return
+    found: list[Path] = []
+    for folder, dirnames, filenames in os.walk(root):
+        # Pruning in place stops os.walk from descending into hidden folders.
+        dirnames[:] = [name for name in dirnames if not name.startswith(".")]
+        found.extend(
+            Path(folder, name)
+            for name in filenames
+            if not name.startswith(".") and Path(name).suffix.lower() in _LOADABLE
+        )
+    yield from sorted(found, key=lambda path: path.relative_to(root).parts)
+
+
+def _unique(paths: Iterable[Path]) -> Iterator[Path]:
+    seen: set[Path] = set()
+    for path in paths:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            yield path
+
+
+class _Batch:
+    """Collects articles and errors over several files, tracking ids across all of them."""
+
+    def __init__(self) -> None:
+        self._articles: list[Article] = []
+        self._errors: list[LoadError] = []
+        self._first_seen: dict[str, str] = {}
+
+    def result(self) -> LoadResult:
+        return LoadResult(articles=self._articles, errors=self._errors)
+
+    def add_file(self, path: Path) -> None:
+        suffix = path.suffix.lower()
+        if suffix in TEXT_SUFFIXES:
+            self._add_text_file(path)
+        elif suffix in JSONL_SUFFIXES:
+            self._add_jsonl_file(path)
+        else:
+            shown = suffix or "(no suffix)"
+            self._error(path, f"unsupported file type {shown}: expected .txt, .md or .jsonl")
+
+    def _add_text_file(self, path: Path) -> None:
+        data = self._read(path)
+        if data is None:
+            return
+        try:
+            text = _decode(data, offset=0, encoding="utf-8-sig")
+            article = _parse_text_article(text, path.stem, markdown=path.suffix.lower() == ".md")
+        except _Invalid as exc:
+            self._error(path, exc.reason, exc.line)
+            return
+        self._accept(article, path, None)
+
+    def _add_jsonl_file(self, path: Path) -> None:
+        data = self._read(path)
+        if data is None:
+            return
+        offset = 0
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            line_offset, offset = offset, offset + len(raw) + 1
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw, line_offset = raw[len(codecs.BOM_UTF8) :], line_offset + 3
+            if not raw.strip():
+                continue
+            try:
+                article = _article_from_record(_parse_json_object(_decode(raw, line_offset)))
+            except _Invalid as exc:
+                self._error(path, exc.reason, number)
+                continue
+            self._accept(article, path, number)
+
+    def _read(self, path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            self._error(path, f"cannot read the file: {exc.strerror or exc}")
+            return None
+
+    def _accept(self, article: Article, path: Path, line: int | None) -> None:
+        first = self._first_seen.get(article.id)
+        if first is not None:
+            self._error(path, f"duplicate id {article.id!r} (first seen at {first})", line)
+            return
+        self._first_seen[article.id] = f"{path}:{line}" if line is not None else str(path)
+        self._articles.append(article)
+
+    def _error(self, path: Path, reason: str, line: int | None = None) -> None:
+        self._errors.append(LoadError(str(path), reason, line))
+
+
+def _decode(data: bytes, offset: int, encoding: str = "utf-8") -> str:
+    """Decode strictly; `offset` is where `data` starts in its file, for the message."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        where = offset + exc.start
+        raise _Invalid(f"invalid UTF-8 at byte {where}: save the file as UTF-8") from None
+
+
+# ---- text articles -------------------------------------------------------------------
+
+
+def _parse_text_article(text: str, doc_id: str, *, markdown: bool = False) -> Article:
+    """Build an article from the decoded contents of a `.txt` or `.md` file.
+
+    Args:
+        text: the whole file, decoded.
+        doc_id: the article id (the file stem).
+        markdown: whether a leading `# Heading` line is the title.
+
+    Returns:
+        The article; its title follows the rules in the module docstring.
+
+    Raises:
+        _Invalid: a malformed date line, or no text once the date and title are taken.
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    date, lines = _take_date_line(lines)
+    body = "\n".join(lines).strip()
+    title, body = _split_title(body, markdown=markdown) if body else ("", "")
+    if not body:
+        raise _Invalid("empty text: the file holds no body after its date and title")
+    return Article(id=doc_id, title=title, text=body, date=date)
+
+
+def _take_date_line(lines: list[str]) -> tuple[str | None, list[str]]:
+    """Split off a leading `date YYYY-MM-DD` line, if the first non-empty line is one."""
+    index = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if index is None:
+        return None, lines
+    match = _DATE_LINE.fullmatch(lines[index].strip())
+    if match is None:
+        return None, lines
+    value = match.group(1)
+    date = _iso_date(value)
+    if date is None:
+        reason = f"bad date line {lines[index].strip()!r}: expected 'date YYYY-MM-DD'"
+        raise _Invalid(reason, line=index + 1)
+    return date, lines[index + 1 :]
+
+
+def _split_title(body: str, *, markdown: bool) -> tuple[str, str]:
+    """Return (title, body without a title line); `body` is stripped and non-empty."""
+    first_line, _, rest = body.partition("\n")
+    heading = _MD_HEADING.fullmatch(first_line.strip()) if markdown else None
+    if heading is not None:
+        return heading.group(1).strip(), rest.strip()
+    parts = _BLANK_LINE.split(body, maxsplit=1)
+    if len(parts) == 2 and _is_title_line(parts[0]):
+        return parts[0].strip(), parts[1].strip()
+    return _derive_title(body), body
+
+
+def _is_title_line(paragraph: str) -> bool:
+    line = paragraph.strip()
+    words = line.split()
+    return "\n" not in line and len(words) <= TITLE_LINE_MAX_WORDS and not line.endswith(".")
+
+
+def _derive_title(body: str) -> str:
+    """A display title for a body whose headline is run into its first sentence.
+
+    Takes the first sentence (blingfire), cut to at most 12 words at a word boundary.
+    The words come from `body` itself, so for single-spaced text the body starts with
+    the title; runs of whitespace are collapsed to one space.
+
+    Args:
+        body: stripped, non-empty article text.
+
+    Returns:
+        The title, without a trailing comma, colon or semicolon, nor the sentence's final
+        period (an abbreviation such as "U.S." keeps its period).
+    """
+    sentences = blingfire.text_to_sentences(body[:_TITLE_SCAN_CHARS])
+    sentence_words = len(sentences.split("\n", 1)[0].split())
+    count = max(1, min(sentence_words, DERIVED_TITLE_MAX_WORDS))
+    words = body.split(maxsplit=count)[:count]
+    title = " ".join(words).rstrip(",;:")
+    last = words[-1]
+    if count == sentence_words and last.endswith(".") and "." not in last[:-1]:
+        title = title.removesuffix(".")
+    return title
+
+
+# ---- JSONL records -------------------------------------------------------------------
+
+
+def _parse_json_object(line: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise _Invalid(
+            f"bad JSON at column {exc.colno}: {exc.msg}; each line must be one JSON object"
+        ) from None
+    if not isinstance(value, dict):
+        raise _Invalid(f"expected a JSON object, got {_json_type(value)}")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; accepting them would store metadata that other
+    # JSON readers (and the HTTP layer) refuse.
+    raise _Invalid(f"bad JSON: {name} is not a JSON value")
+
+
+def _article_from_record(record: dict[str, Any]) -> Article:
+    """Build an article from one JSON object (a JSONL line or a BEIR corpus record).
+
+    Args:
+        record: the parsed object; fields as in the module docstring.
+
+    Returns:
+        The article, with id converted to str and other fields kept as metadata.
+
+    Raises:
+        _Invalid: a missing or empty id or text, a field of the wrong type, a bad date.
+    """
+    id_key = "_id" if "_id" in record else "id"
+    return Article(
+        id=_record_id(record.get(id_key)),
+        title=(_optional_str(record, "title") or "").strip(),
+        text=_record_text(record.get("text")),
+        date=_record_date(record.get("date")),
+        source=_optional_str(record, "source") or None,
+        url=_optional_str(record, "url") or None,
+        metadata=_record_metadata(record, id_key),
+    )
+
+
+def _record_id(value: Any) -> str:
+    # bool is an int subclass, but True as an id is surely a mistake.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value
+    raise _Invalid(
+        f"missing id: expected a non-empty string or integer in '_id' or 'id', got {value!r}"
+    )
+
+
+def _record_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"'text' must be a string, got {_json_type(value)}")
+    # Same line ends as text files, so chunking sees paragraphs the same way.
+    text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if not text:
+        raise _Invalid("empty text: 'text' must hold more than whitespace")
+    return text
+
+
+def _record_date(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    date = _iso_date(value) if isinstance(value, str) else None
+    if date is None:
+        raise _Invalid(f"bad date {value!r}, expected YYYY-MM-DD (or an ISO datetime)")
+    return date
+
+
+def _iso_date(value: str) -> str | None:
+    """`YYYY-MM-DD` for a real date or an ISO datetime starting with one, else None."""
+    text = value.strip()
+    # fromisoformat alone would also take "20210830" and week dates such as "2021-W35".
+    if _ISO_DATE.match(text) is None:
+        return None
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text).isoformat()
+        return dt.datetime.fromisoformat(text).date().isoformat()
+    except ValueError:
+        return None
+
+
+def _optional_str(record: dict[str, Any], key: str) -> str | None:
+    value = record.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _Invalid(f"'{key}' must be a string or null, got {_json_type(value)}")
+    return value
+
+
+def _record_metadata(record: dict[str, Any], id_key: str) -> dict[str, Any]:
+    nested = record.get("metadata")
+    if nested is not None and not isinstance(nested, dict):
+        raise _Invalid(f"'metadata' must be an object or null, got {_json_type(nested)}")
+    extra = {k: v for k, v in record.items() if k != id_key and k not in _RECORD_FIELDS}
+    # A top-level field wins over a nested key of the same name: it is the more visible.
+    return {**(nested or {}), **extra}
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")

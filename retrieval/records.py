@@ -1,0 +1,149 @@
+"""The values that flow through the engine: articles in, passages stored, hits out.
+
+Plain frozen dataclasses of Python types, so that every layer (store, search, service,
+evaluation) can share them without importing anything heavy.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from retrieval.errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One news article (or any document) as loaded from a source.
+
+    Attributes:
+        id: stable identifier (file stem, or `_id`/`id` of a JSONL record).
+        title: headline; may be empty.
+        text: the body; passages' character spans index into this string.
+        date: ISO date `YYYY-MM-DD`, or None when unknown.
+        source: publisher or feed name, or None.
+        url: link to the original, or None.
+        metadata: any other fields of the source record (JSON-serialisable).
+    """
+
+    id: str
+    title: str
+    text: str
+    date: str | None = None
+    source: str | None = None
+    url: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def content_hash(self) -> str:
+        """A digest of everything that is stored for the article.
+
+        Re-ingesting an article whose hash is unchanged is a no-op; any other
+        change replaces its passages.
+        """
+        payload = json.dumps(
+            [self.title, self.text, self.date, self.source, self.url, self.metadata],
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A passage's place in its article: `article.text[start:end]`."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A stored chunk of an article.
+
+    Attributes:
+        id: passage id, unique in its collection and never reused.
+        article_id: the article it was cut from.
+        ordinal: 0-based position among the article's passages.
+        text: `article.text[start:end]`.
+        start, end: character span in the article text.
+        n_tokens: word pieces the model reads for it (special tokens included).
+    """
+
+    id: int
+    article_id: str
+    ordinal: int
+    text: str
+    start: int
+    end: int
+    n_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result: a passage with its article's fields and its score.
+
+    `score` is higher-is-better: cosine similarity for dense search, BM25 for lexical
+    search, the fused score for hybrid search. `rank` is 1-based.
+    """
+
+    passage_id: int
+    article_id: str
+    title: str
+    date: str | None
+    source: str | None
+    url: str | None
+    text: str
+    score: float
+    rank: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Restricts a search to some articles; every field left None matches all.
+
+    Attributes:
+        article_ids: only passages of these articles.
+        date_from, date_to: inclusive ISO dates `YYYY-MM-DD`; undated articles never match.
+        sources: only articles from these sources.
+    """
+
+    article_ids: tuple[str, ...] | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    sources: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("date_from", "date_to"):
+            value = getattr(self, name)
+            if value is not None and not is_iso_date(value):
+                raise InputError(f"{name} must be a date YYYY-MM-DD, got {value!r}")
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise InputError(f"date_from {self.date_from} is after date_to {self.date_to}")
+        for name in ("article_ids", "sources"):
+            value = getattr(self, name)
+            if value is not None and not all(isinstance(v, str) for v in value):
+                raise InputError(f"{name} must be a list of strings")
+
+    def is_empty(self) -> bool:
+        return (
+            self.article_ids is None
+            and self.date_from is None
+            and self.date_to is None
+            and self.sources is None
+        )
+
+
+def is_iso_date(value: str) -> bool:
+    """True for a real calendar date written YYYY-MM-DD."""
+    if not isinstance(value, str) or len(value) != 10:
+        return False
+    try:
+        datetime.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,315 @@
+"""The collection's single source of truth: one SQLite database in WAL mode.
+
+It holds articles, their passages with vectors (float32 blobs), an FTS5 table over
+passage text for lexical search, and a generation counter that every committed write
+bumps. The FAISS index is derived from it (see collection.py). Each write is one
+transaction, so a reader, or a process killed mid-write, sees all of it or none.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from retrieval.records import Article, Filters, Passage
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS articles (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    text TEXT NOT NULL,
+    date TEXT,
+    source TEXT,
+    url TEXT,
+    metadata TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    generation INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS articles_date ON articles (date);
+CREATE INDEX IF NOT EXISTS articles_source ON articles (source);
+-- AUTOINCREMENT: a passage id is never reused, so a stale id never names new text.
+CREATE TABLE IF NOT EXISTS passages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    article_id TEXT NOT NULL REFERENCES articles (id),
+    ordinal INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    title TEXT NOT NULL,
+    n_tokens INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    generation INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS passages_article ON passages (article_id, ordinal);
+CREATE INDEX IF NOT EXISTS passages_generation ON passages (generation);
+-- Passages deleted at a generation: lets an index saved earlier catch up without a rebuild.
+CREATE TABLE IF NOT EXISTS removed (passage_id INTEGER PRIMARY KEY, generation INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS removed_generation ON removed (generation);
+CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5 (
+    title, text, content='passages', content_rowid='id', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS passages_fts_insert AFTER INSERT ON passages BEGIN
+    INSERT INTO passages_fts (rowid, title, text) VALUES (new.id, new.title, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS passages_fts_delete AFTER DELETE ON passages BEGIN
+    INSERT INTO passages_fts (passages_fts, rowid, title, text)
+    VALUES ('delete', old.id, old.title, old.text);
+END;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', '0');
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NewPassage:
+    """A passage about to be stored: everything but the id the store assigns."""
+
+    ordinal: int
+    start: int
+    end: int
+    text: str
+    n_tokens: int
+    vector: NDArray[np.float32]
+
+
+def filters_sql(filters: Filters, alias: str = "a") -> tuple[str, list[Any]]:
+    """A WHERE fragment over the articles table (aliased) and its parameters."""
+    clauses, params = ["1"], []
+    if filters.article_ids is not None:
+        clauses.append(f"{alias}.id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(list(filters.article_ids)))
+    if filters.sources is not None:
+        clauses.append(f"{alias}.source IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(list(filters.sources)))
+    if filters.date_from is not None:
+        clauses.append(f"{alias}.date >= ?")
+        params.append(filters.date_from)
+    if filters.date_to is not None:
+        clauses.append(f"{alias}.date <= ?")
+        params.append(filters.date_to)
+    return " AND ".join(clauses), params
+
+
+def to_blob(vector: NDArray[np.float32]) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def from_blobs(blobs: Sequence[bytes], dim: int) -> NDArray[np.float32]:
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).copy()
+
+
+class Store:
+    """SQLite access for one collection. Not thread-safe: the Collection serialises use."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a write is
+        # exactly one transaction and nothing is committed behind our back.
+        self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        if not readonly:
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode loses at most the last commits on power loss, never
+            # consistency; FULL makes each commit durable across power loss too.
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[int]:
+        """One write transaction that bumps the generation; yields the new generation."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            generation = self.generation() + 1
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),)
+            )
+            yield generation
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- reads -------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0])
+
+    def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        rows = self._db.execute(
+            "SELECT id, content_hash FROM articles WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),),
+        )
+        return {row["id"]: row["content_hash"] for row in rows}
+
+    def article(self, article_id: str) -> Article | None:
+        row = self._db.execute("SELECT * FROM articles WHERE id = ?", (article_id,)).fetchone()
+        return None if row is None else article_from_row(row)
+
+    def passage(self, passage_id: int) -> Passage | None:
+        row = self._db.execute(
+            f"SELECT {PASSAGE_COLUMNS} FROM passages WHERE id = ?", (passage_id,)
+        ).fetchone()
+        return None if row is None else passage_from_row(row)
+
+    def passages_of(self, article_id: str) -> list[Passage]:
+        rows = self._db.execute(
+            f"SELECT {PASSAGE_COLUMNS} FROM passages WHERE article_id = ? ORDER BY ordinal",
+            (article_id,),
+        )
+        return [passage_from_row(row) for row in rows]
+
+    def hit_rows(self, passage_ids: Sequence[int]) -> dict[int, sqlite3.Row]:
+        """Passage and article fields for building hits, keyed by passage id."""
+        rows = self._db.execute(
+            """SELECT p.id, p.article_id, p.text, p.start, p."end", a.title, a.date, a.source, a.url
+               FROM passages p JOIN articles a ON a.id = p.article_id
+               WHERE p.id IN (SELECT value FROM json_each(?))""",
+            (json.dumps([int(i) for i in passage_ids]),),
+        )
+        return {row["id"]: row for row in rows}
+
+    def passage_ids_matching(self, filters: Filters) -> NDArray[np.int64]:
+        where, params = filters_sql(filters, "a")
+        rows = self._db.execute(
+            f"SELECT p.id FROM passages p JOIN articles a ON a.id = p.article_id WHERE {where}",
+            params,
+        )
+        return np.fromiter((row[0] for row in rows), dtype=np.int64)
+
+    def article_of(self, passage_ids: Sequence[int]) -> dict[int, str]:
+        rows = self._db.execute(
+            "SELECT id, article_id FROM passages WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps([int(i) for i in passage_ids]),),
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def vectors(
+        self, dim: int, *, since_generation: int = 0, batch: int = 50_000
+    ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
+        """Stored vectors added after a generation, in batches of (ids, vectors)."""
+        cursor = self._db.execute(
+            "SELECT id, vector FROM passages WHERE generation > ? ORDER BY id", (since_generation,)
+        )
+        while rows := cursor.fetchmany(batch):
+            ids = np.array([row[0] for row in rows], dtype=np.int64)
+            yield ids, from_blobs([row[1] for row in rows], dim)
+
+    def removed_since(self, generation: int) -> NDArray[np.int64]:
+        rows = self._db.execute(
+            "SELECT passage_id FROM removed WHERE generation > ?", (generation,)
+        )
+        return np.fromiter((row[0] for row in rows), dtype=np.int64)
+
+    def lexical(self, match: str, k: int, filters: Filters) -> list[tuple[int, float]]:
+        """BM25 over passage title and text: (passage id, score), best first.
+
+        SQLite's bm25() is lower-is-better; it is negated so higher is better here too.
+        """
+        where, params = filters_sql(filters, "a")
+        rows = self._db.execute(
+            f"""SELECT p.id, -bm25(passages_fts) AS score
+                FROM passages_fts JOIN passages p ON p.id = passages_fts.rowid
+                JOIN articles a ON a.id = p.article_id
+                WHERE passages_fts MATCH ? AND {where}
+                ORDER BY bm25(passages_fts) LIMIT ?""",
+            [match, *params, k],
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        one = self._db.execute
+        return {
+            "articles": one("SELECT count(*) FROM articles").fetchone()[0],
+            "passages": one("SELECT count(*) FROM passages").fetchone()[0],
+            "vectors": one("SELECT count(*) FROM passages WHERE vector IS NOT NULL").fetchone()[0],
+            "max_passage_tokens": one("SELECT coalesce(max(n_tokens), 0) FROM passages").fetchone()[0],
+        }
+
+    def passage_ids(self) -> NDArray[np.int64]:
+        rows = self._db.execute("SELECT id FROM passages ORDER BY id")
+        return np.fromiter((row[0] for row in rows), dtype=np.int64)
+
+    def integrity_check(self) -> str:
+        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # -- writes (inside transaction()) ---------------------------------------------------
+
+    def put_article(
+        self, article: Article, passages: Iterable[NewPassage], generation: int
+    ) -> tuple[list[int], list[int]]:
+        """Inserts or replaces an article with its passages.
+
+        Returns:
+            (ids of the passages removed, ids of the passages added).
+        """
+        removed = self.delete_article(article.id, generation)
+        self._db.execute(
+            """INSERT INTO articles (id, title, text, date, source, url, metadata,
+                                     content_hash, generation)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                article.id, article.title, article.text, article.date, article.source,
+                article.url, json.dumps(article.metadata, ensure_ascii=False),
+                article.content_hash(), generation,
+            ),
+        )
+        added = []
+        for passage in passages:
+            cursor = self._db.execute(
+                """INSERT INTO passages (article_id, ordinal, start, "end", text, title,
+                                         n_tokens, vector, generation)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    article.id, passage.ordinal, passage.start, passage.end, passage.text,
+                    article.title, passage.n_tokens, to_blob(passage.vector), generation,
+                ),
+            )
+            added.append(int(cursor.lastrowid or 0))
+        return removed, added
+
+    def delete_article(self, article_id: str, generation: int) -> list[int]:
+        """Deletes an article and its passages; returns the removed passage ids."""
+        ids = [
+            row[0]
+            for row in self._db.execute("SELECT id FROM passages WHERE article_id = ?", (article_id,))
+        ]
+        self._db.executemany(
+            "INSERT OR REPLACE INTO removed (passage_id, generation) VALUES (?, ?)",
+            [(i, generation) for i in ids],
+        )
+        self._db.execute("DELETE FROM passages WHERE article_id = ?", (article_id,))
+        self._db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
+        return ids
+
+
+PASSAGE_COLUMNS = 'id, article_id, ordinal, text, start, "end", n_tokens'
+
+
+def passage_from_row(row: sqlite3.Row) -> Passage:
+    return Passage(
+        id=row["id"], article_id=row["article_id"], ordinal=row["ordinal"], text=row["text"],
+        start=row["start"], end=row["end"], n_tokens=row["n_tokens"],
+    )
+
+
+def article_from_row(row: sqlite3.Row) -> Article:
+    return Article(
+        id=row["id"], title=row["title"], text=row["text"], date=row["date"],
+        source=row["source"], url=row["url"], metadata=json.loads(row["metadata"]),
+    )

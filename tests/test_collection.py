@@ -1,0 +1,150 @@
+"""The collection on disk: ingest, update, delete, reopen, recover, refuse the wrong model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from retrieval.collection import Collection, saved_indexes
+from retrieval.errors import CollectionFormatError, ModelMismatchError, NotFoundError
+from retrieval.records import Article
+
+TEXT = (
+    "The city council approved a new budget for public transport on Tuesday.\n\n"
+    "Bus fares will fall by ten percent from March, the mayor said.\n\n"
+    "Opposition members argued that the cuts to road maintenance were too deep."
+)
+
+
+def article(id_: str = "a1", text: str = TEXT, **fields) -> Article:
+    return Article(id=id_, title=fields.pop("title", "Council budget"), text=text, **fields)
+
+
+def test_seed_article_is_chunked_within_the_model_limit(seeded, embedder):
+    info = seeded.info()
+    assert info.articles == 1
+    assert info.passages >= 2, "the ~500-word seed paragraph must be split, not truncated"
+    assert info.max_passage_tokens <= embedder.max_tokens
+    assert info.in_agreement
+
+
+def test_seed_passages_cover_every_word_in_order(seeded, seed_articles):
+    seed = seed_articles[0]
+    passages = seeded.passages_of(seed.id)
+    covered = " ".join(seed.text[p.start : p.end] for p in passages)
+    assert covered.split() == seed.text.split()
+    assert [p.ordinal for p in passages] == list(range(len(passages)))
+
+
+def test_unchanged_article_is_a_no_op(collection):
+    collection.add_articles([article()])
+    generation = collection.store.generation()
+    report = collection.add_articles([article()])
+    assert (report.unchanged, report.added, report.updated) == (1, 0, 0)
+    assert collection.store.generation() == generation
+
+
+def test_changed_article_replaces_its_passages(collection):
+    collection.add_articles([article()])
+    old = {p.id for p in collection.passages_of("a1")}
+    report = collection.add_articles([article(text="A different story entirely, about fishing.")])
+    assert report.updated == 1 and report.passages_removed == len(old)
+    new = collection.passages_of("a1")
+    assert {p.id for p in new}.isdisjoint(old)
+    assert len(collection.index) == len(new) == collection.info().passages
+
+
+def test_delete_removes_from_store_and_index(collection):
+    collection.add_articles([article("a1"), article("a2", text="Weather: rain all week.")])
+    removed = collection.delete_article("a1")
+    assert removed >= 1
+    info = collection.info()
+    assert info.articles == 1 and info.in_agreement
+    with pytest.raises(NotFoundError):
+        collection.article("a1")
+    with pytest.raises(NotFoundError):
+        collection.delete_article("a1")
+
+
+def test_reopen_loads_the_saved_index(tmp_path, embedder, seed_articles):
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as first:
+        first.add_articles(seed_articles)
+        generation = first.store.generation()
+    assert [g for g, _ in saved_indexes(path)] == [generation]
+    with Collection.open(path, embedder) as again:
+        assert again.info().in_agreement
+        assert again.info().index_generation == generation
+
+
+def test_missing_index_is_rebuilt_from_stored_vectors(tmp_path, embedder, seed_articles):
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as first:
+        first.add_articles(seed_articles)
+        vectors_before = first.index.search(np.ones((1, 384), np.float32) / 384**0.5, 3)
+    for _, file in saved_indexes(path):
+        file.unlink()
+    with Collection.open(path, embedder) as again:
+        assert again.info().in_agreement
+        after = again.index.search(np.ones((1, 384), np.float32) / 384**0.5, 3)
+        np.testing.assert_array_equal(vectors_before[1], after[1])
+
+
+def test_older_index_catches_up_with_the_store(tmp_path, embedder):
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as first:
+        first.add_articles([article("a1"), article("a2", text="Rain all week.")])
+    old_index = saved_indexes(path)[0][1].read_bytes()
+    old_name = saved_indexes(path)[0][1].name
+    with Collection.open(path, embedder) as second:
+        second.delete_article("a1")
+        second.add_articles([article("a3", text="Snow in the hills.")])
+    # Simulate a crash before the newer index reached disk: only the old file remains.
+    for _, file in saved_indexes(path):
+        file.unlink()
+    (path / old_name).write_bytes(old_index)
+    with Collection.open(path, embedder) as third:
+        info = third.info()
+        assert info.in_agreement and info.articles == 2
+        stored = {p.id for a in ("a2", "a3") for p in third.passages_of(a)}
+        assert set(third.index.ids().tolist()) == stored
+
+
+def test_unreadable_index_file_is_rebuilt(tmp_path, embedder, seed_articles):
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as first:
+        first.add_articles(seed_articles)
+    saved_indexes(path)[0][1].write_bytes(b"garbage")
+    with Collection.open(path, embedder) as again:
+        assert again.info().in_agreement
+
+
+def test_other_model_is_refused(tmp_path, embedder, seed_articles):
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as first:
+        first.add_articles(seed_articles)
+
+    class OtherModel:
+        def __getattr__(self, name):
+            return getattr(embedder, name)
+
+        def spec(self):
+            return {**embedder.spec(), "model": "other", "fingerprint": "0" * 16}
+
+    with pytest.raises(ModelMismatchError, match="built with model"):
+        Collection.open(path, OtherModel())
+
+
+def test_opening_a_missing_collection_without_create_says_how(tmp_path):
+    with pytest.raises(CollectionFormatError, match="retrieval index"):
+        Collection.open(tmp_path / "nothing", create=False)
+
+
+def test_empty_article_text_is_refused(collection):
+    from retrieval.errors import InputError
+
+    with pytest.raises(InputError, match="no text"):
+        collection.add_articles([dataclasses.replace(article(), text="   ")])
+    assert collection.info().articles == 0
