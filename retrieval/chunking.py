@@ -277,7 +277,8 @@ def _cut_by_tokens(text: str, sentence: _Piece, budget: _Budget) -> list[_Piece]
             window = _counted(text, sentence.start, char_start, _char_at(sub, offsets, j), budget)
         if window is not None:
             pieces.append(window)
-        i, char_start = j, _char_at(sub, offsets, j)
+        # max(): a tokenizer with out-of-order offsets must not make spans overlap.
+        i, char_start = j, max(char_start, _char_at(sub, offsets, j))
     return pieces
 
 

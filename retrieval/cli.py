@@ -103,9 +103,41 @@ def add_info_command(commands: Any) -> None:
     parser.set_defaults(run=run_info)
 
 
+COMMAND_GROUP = "retrieval.commands"
+
+
 def extra_commands() -> list[Any]:
-    """Subcommands that live beside the core ones (serve, eval, bench), when present."""
-    return []
+    """Subcommands registered by other modules (serve, eval, bench) as entry points.
+
+    `service` registers `serve` this way, so this library never imports the service.
+    A command whose module cannot be imported (an extra not installed) still shows up,
+    and says what to install when used.
+    """
+    from importlib.metadata import entry_points
+
+    registrars = []
+    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        try:
+            registrars.append(entry.load())
+        except ImportError as error:
+            registrars.append(unavailable_command(entry.name, error))
+    return registrars
+
+
+def unavailable_command(name: str, error: ImportError) -> Any:
+    def register(commands: Any) -> None:
+        parser = commands.add_parser(name, help=f"(unavailable: {error.name} is not installed)")
+        parser.set_defaults(run=lambda args: fail(
+            f"'retrieval {name}' needs {error.name}: install it with "
+            f"pip install 'retrieval[service,eval]' ({error})"
+        ))
+
+    return register
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 # -- subcommands -------------------------------------------------------------------------
@@ -213,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Models load from folders on disk; never reach for a model hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the model-loading bar
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
