@@ -99,11 +99,38 @@ class Retriever:
     ) -> list[list[Hit]]:
         """`search` for several queries at once (their embeddings are computed together)."""
         check_arguments(queries, k, mode, max_per_article, offset)
-        filters = filters or Filters()
-        wanted = k + offset
         vectors = (
             self.collection.embedder.embed_queries(list(queries)) if mode != "lexical" else None
         )
+        return self.search_embedded(
+            queries, vectors, k, mode=mode, filters=filters,
+            max_per_article=max_per_article, offset=offset,
+        )
+
+    def search_embedded(
+        self,
+        queries: Sequence[str],
+        vectors: np.ndarray | None,
+        k: int = 10,
+        *,
+        mode: Mode = "dense",
+        filters: Filters | None = None,
+        max_per_article: int | None = None,
+        offset: int = 0,
+    ) -> list[list[Hit]]:
+        """`search_batch` with the query vectors already computed.
+
+        For callers that embed many queries together and search them with different
+        options (the service's micro-batcher).
+
+        Args:
+            vectors: (len(queries), dim) from `embedder.embed_queries`; None for lexical.
+        """
+        check_arguments(queries, k, mode, max_per_article, offset)
+        if mode != "lexical" and (vectors is None or len(vectors) != len(queries)):
+            raise InputError(f"{mode} search needs one query vector per query")
+        filters = filters or Filters()
+        wanted = k + offset
         with self.collection.lock:
             self.collection.refresh()
             if len(self.collection.index) == 0:
