@@ -73,6 +73,10 @@ def add_index_command(commands: Any) -> None:
         "truncated by the model: for comparing with published figures)",
     )
     parser.add_argument("--index-spec", default=None, help="FAISS index for a new collection")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, metavar="N",
+        help="articles committed together in one transaction (default 64)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_index)
 
@@ -163,8 +167,11 @@ def run_index(args: argparse.Namespace) -> int:
         embedder = SentenceTransformerEmbedder(args.model)
     with Collection.open(collection_path(args), embedder, chunker=chunker,
                          index_spec=args.index_spec) as collection:
-        report = collection.add_articles(loaded.articles, progress=progress_bar(
-            len(loaded.articles), quiet=args.quiet))
+        report = collection.add_articles(
+            loaded.articles,
+            progress=progress_bar(len(loaded.articles), quiet=args.quiet),
+            batch_size=args.batch_size,
+        )
     print(
         f"indexed into {collection.path}: {report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged; {report.passages_added} passages added, "

@@ -255,10 +255,11 @@ class Collection:
         *,
         progress: Callable[[int], None] | None = None,
         lock_timeout: float = 10.0,
+        batch_size: int = INGEST_BATCH,
     ) -> IngestReport:
         """Adds new articles, replaces changed ones, and skips unchanged ones.
 
-        Articles are committed in batches of INGEST_BATCH, each batch one transaction:
+        Articles are committed in batches of `batch_size`, each batch one transaction:
         an interrupted ingest keeps the batches committed before it, whole.
 
         Args:
@@ -270,7 +271,7 @@ class Collection:
         """
         report, started = IngestReport(), time.perf_counter()
         with self._writing(lock_timeout):
-            for batch in batched(articles, INGEST_BATCH):
+            for batch in batched(articles, batch_size):
                 self._add_batch(batch, report)
                 if progress:
                     progress(len(batch))
