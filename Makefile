@@ -19,6 +19,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
+# Where `make serve` keeps its collection (data/ is git-ignored) and the port it serves on.
+COLLECTION ?= data/collection
+PORT       ?= 8000
+
+# Indexing is a no-op for articles already indexed unchanged, so this also refreshes a
+# stale collection after seeds/ changed.
+serve: setup
+	$(BIN)/retrieval index seeds/ --collection $(COLLECTION) --quiet
+	$(BIN)/retrieval serve --collection $(COLLECTION) --port $(PORT)
+
 test: setup
 	$(BIN)/python -m pytest
 

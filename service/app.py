@@ -1,0 +1,159 @@
+"""`create_app(settings)`: the FastAPI application, its lifespan and its error mapping.
+
+The lifespan opens the collection (never at import: building an app costs nothing until
+it starts) and starts the micro-batcher. Library errors become status codes in one
+table here; no route catches them itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from retrieval.collection import Collection
+from retrieval.errors import (
+    CollectionError,
+    CollectionLockedError,
+    EmptyIndexError,
+    InputError,
+    NotFoundError,
+    RetrievalError,
+)
+from retrieval.search import Retriever
+from service.batching import Batcher, ServiceStoppingError
+from service.deps import RETRY_AFTER_S, Service
+from service.metrics import Metrics, MetricsMiddleware
+from service.routes import STATIC, router
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Library errors by status code, most specific first (the first match in the MRO wins).
+# EmptyIndexError never reaches here from a search (an empty collection answers with no
+# hits, see batching.py); 503 is its meaning anywhere else: nothing to serve yet.
+ERROR_STATUS: dict[type[Exception], int] = {
+    InputError: 422,
+    NotFoundError: 404,
+    CollectionLockedError: 503,
+    ServiceStoppingError: 503,
+    EmptyIndexError: 503,
+    CollectionError: 503,
+    RetrievalError: 500,
+}
+RETRY_LATER = {503}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Builds the application; the collection is opened when it starts (its lifespan).
+
+    Args:
+        settings: configuration; None reads it from the environment (RETRIEVAL_*).
+    """
+    settings = settings or Settings()
+    app = FastAPI(
+        title="retrieval",
+        summary="Semantic passage search over news articles.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.service = None
+    app.include_router(router)
+    # check_dir=False: the page's assets may not exist yet; /static/x is then a 404.
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    add_error_handlers(app)
+    return app
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Opens the collection and starts the batcher; closes both on shutdown."""
+    settings: Settings = app.state.settings
+    collection = await run_in_threadpool(Collection.open, settings.collection, create=False)
+    retriever = Retriever(collection)
+    batcher = Batcher(
+        retriever,
+        window_s=settings.batch_window_ms / 1000,
+        max_batch=settings.max_batch if settings.batching else 1,
+        on_batch=app.state.metrics.batch_size.observe,
+    )
+    batcher.start()
+    app.state.metrics.watch_index(lambda: len(collection.index))
+    app.state.service = Service(settings, collection, retriever, batcher)
+    try:
+        yield
+    finally:
+        app.state.service = None  # /readyz says 503 from here on
+        await batcher.stop()
+        await run_in_threadpool(collection.close)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RetrievalError, retrieval_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected_error)
+
+
+def status_for(error: Exception) -> int:
+    for cls in type(error).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 500
+
+
+async def retrieval_error(request: Request, error: Exception) -> JSONResponse:
+    """A library error as {"detail": message}, with the status its type maps to."""
+    status = status_for(error)
+    headers = {"Retry-After": RETRY_AFTER_S} if status in RETRY_LATER else None
+    if status >= 500:
+        logger.error("%s %s failed: %s", request.method, request.url.path, error)
+    return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+
+
+async def validation_error(request: Request, error: Exception) -> JSONResponse:
+    """A 422 whose detail is one readable line per problem, never echoing the input.
+
+    The input may be a megabyte long, or hold what cannot be encoded back.
+    """
+    assert isinstance(error, RequestValidationError)
+    errors = [field_error(e) for e in error.errors()]
+    detail = "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in errors)
+    return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+
+async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    """A bug, not a bad request: logged with its traceback, answered without one."""
+    logger.exception("%s %s failed", request.method, request.url.path, exc_info=error)
+    return JSONResponse({"detail": f"internal error ({type(error).__name__})"}, status_code=500)
+
+
+def field_error(error: Any) -> dict[str, Any]:
+    loc = [p if isinstance(p, int) else str(p) for p in error.get("loc", ())]
+    if error.get("type") == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "")
+        where_ = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return {"loc": ["body"], "msg": f"the body is not valid JSON: {reason}{where_}",
+                "type": "json_invalid"}
+    msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return {"loc": loc, "msg": msg, "type": str(error.get("type", "value_error"))}
+
+
+def where(loc: list[Any]) -> str:
+    """`body.filters.date_from` reads better as `filters.date_from`."""
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[0] in ("body", "path", "query", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"

@@ -1,0 +1,98 @@
+"""`retrieval serve`: the HTTP service on one collection, run by uvicorn.
+
+Registered as a `retrieval` subcommand through the `retrieval.commands` entry point, so
+the library never imports the service. `python -m service` runs the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def register(commands: Any) -> None:
+    """Adds `serve` to the `retrieval` command's subparsers."""
+    parser = commands.add_parser(
+        "serve", help="serve a collection over HTTP (search API, page, metrics)",
+        description="Serve a collection over HTTP on 127.0.0.1: POST /search, the search "
+        "page at /, OpenAPI at /docs. Options default to RETRIEVAL_* environment variables.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--collection", type=Path, default=None, metavar="DIR",
+                        help="collection directory (default: $RETRIEVAL_COLLECTION, or the "
+                        "same default as `retrieval index`)")
+    parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    parser.add_argument("--api-key", default=None,
+                        help="key required to add or delete articles (prefer $RETRIEVAL_API_KEY: "
+                        "a command line is visible to other users)")
+    parser.add_argument("--batch-window-ms", type=float, default=None,
+                        help="micro-batching window (default 2; 0 turns batching off)")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help="most queries per model call (default 32; 1 turns batching off)")
+    parser.add_argument("--log-level", default="info",
+                        choices=["critical", "error", "warning", "info", "debug"])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Checks the collection exists, then serves it until interrupted."""
+    quiet_threads()
+    from retrieval.collection import read_manifest
+    from service.settings import Settings
+
+    overrides = {
+        "collection": args.collection, "host": args.host, "port": args.port,
+        "api_key": args.api_key, "batch_window_ms": args.batch_window_ms,
+        "max_batch": args.max_batch,
+    }
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    if read_manifest(settings.collection.expanduser().resolve()) is None:
+        print(f"error: no collection at {settings.collection}: build it first with "
+              f"retrieval index seeds/ --collection {settings.collection}", file=sys.stderr)
+        return EXIT_USAGE
+    serve(settings, log_level=args.log_level)
+    return EXIT_OK
+
+
+def serve(settings: Any, *, log_level: str = "info") -> None:
+    import uvicorn
+
+    from service.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=log_level, access_log=log_level == "debug")
+
+
+def quiet_threads() -> None:
+    """Thread settings for two cores shared by the model and FAISS (PERF-NOTES).
+
+    Must run before torch or FAISS is imported: OpenMP reads them once. PASSIVE makes
+    idle OpenMP threads sleep instead of spinning on the cores the other one needs.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m service`: the same as `retrieval serve`."""
+    parser = argparse.ArgumentParser(prog="python -m service", description="serve a collection")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    from retrieval.errors import RetrievalError
+
+    try:
+        return run(args)
+    except RetrievalError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,95 @@
+"""What route handlers depend on: the loaded service, and the guards on requests.
+
+Handlers never reach into `app.state` themselves; they declare `ServiceDep` and get the
+collection, retriever and batcher that the lifespan loaded (or a 503 while loading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from retrieval.collection import Collection
+from retrieval.search import Retriever
+from service.batching import Batcher
+from service.settings import Settings
+
+RETRY_AFTER_S = "5"
+
+
+@dataclass(slots=True)
+class Service:
+    """Everything the lifespan loads, kept on `app.state.service`."""
+
+    settings: Settings
+    collection: Collection
+    retriever: Retriever
+    batcher: Batcher
+    # Writes from this process queue here rather than time out on the collection's
+    # file lock; the file lock still guards against other processes.
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def get_service(request: Request) -> Service:
+    """The loaded service; 503 (with Retry-After) while it is loading or shutting down."""
+    service: Service | None = getattr(request.app.state, "service", None)
+    if service is None:
+        raise HTTPException(
+            503, "the collection is not loaded yet: retry shortly",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def get_retriever(service: ServiceDep) -> Retriever:
+    return service.retriever
+
+
+RetrieverDep = Annotated[Retriever, Depends(get_retriever)]
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
+_bearer = HTTPBearer(auto_error=False, description="the API key as a bearer token")
+
+
+def require_api_key(
+    request: Request,
+    api_key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> None:
+    """Refuses a write (401) unless it carries the configured API key, when one is set."""
+    settings: Settings = request.app.state.settings
+    expected = settings.api_key.get_secret_value() if settings.api_key else ""
+    if not expected:
+        return
+    given = api_key or (bearer.credentials if bearer else "")
+    # compare_digest: the time taken must not tell how much of a guess was right.
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            401, "this endpoint needs the API key: send it as X-API-Key or Authorization: Bearer",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def require_json(request: Request) -> None:
+    """Refuses a body declared as anything but JSON (415); an undeclared body is read as JSON."""
+    declared = request.headers.get("content-type")
+    if not declared:
+        return
+    message = Message()
+    message["content-type"] = declared
+    subtype = message.get_content_subtype()
+    if message.get_content_maintype() != "application" or not (
+        subtype == "json" or subtype.endswith("+json")
+    ):
+        raise HTTPException(
+            415, "send the body as JSON with the header content-type: application/json"
+        )

@@ -1,0 +1,218 @@
+"""The HTTP endpoints. Each handler is a few lines: validate (pydantic), call the library,
+shape the answer. Library errors are mapped to status codes once, in app.py.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+
+from retrieval.errors import InputError
+from retrieval.records import Article, Filters
+from service import schemas
+from service.batching import SearchOptions, SearchResult
+from service.deps import ServiceDep, require_api_key, require_json
+from service.settings import Settings
+
+STATIC = Path(__file__).resolve().parent / "static"
+PLACEHOLDER = "<!doctype html><title>retrieval</title><p>No search page yet: see /docs."
+MAX_PASSAGE_ID = 2**63 - 1  # SQLite integers are signed 64-bit
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.ErrorOut} for code in (400, 401, 404, 409, 415, 503)
+}
+ERRORS[422] = {"model": schemas.ValidationErrorOut}
+
+router = APIRouter(responses=ERRORS)
+JsonBody = [Depends(require_json)]
+Writes = [Depends(require_json), Depends(require_api_key)]
+
+
+# -- search --------------------------------------------------------------------------------
+
+
+@router.post(
+    "/search", response_model=schemas.SearchResponse, dependencies=JsonBody, tags=["search"]
+)
+async def search(body: schemas.SearchRequest, service: ServiceDep) -> schemas.SearchResponse:
+    """The k passages closest in meaning (or in words, or both) to the query."""
+    started = time.perf_counter()
+    options = search_options(body, service.settings)
+    [result] = await service.batcher.search([body.query], options)
+    return search_response(body.query, body, result, started)
+
+
+@router.post(
+    "/search/batch", response_model=schemas.BatchSearchResponse, dependencies=JsonBody,
+    tags=["search"],
+)
+async def search_batch(
+    body: schemas.BatchSearchRequest, service: ServiceDep
+) -> schemas.BatchSearchResponse:
+    """Several queries under the same options, embedded together."""
+    started = time.perf_counter()
+    results = await service.batcher.search(body.queries, search_options(body, service.settings))
+    return schemas.BatchSearchResponse(results=[
+        search_response(q, body, r, started) for q, r in zip(body.queries, results, strict=True)
+    ])
+
+
+# -- passages and articles -----------------------------------------------------------------
+
+
+@router.get("/passages/{passage_id}", response_model=schemas.PassageOut, tags=["collection"])
+def get_passage(
+    passage_id: Annotated[int, PathParam(ge=0, le=MAX_PASSAGE_ID)], service: ServiceDep
+) -> schemas.PassageOut:
+    """One passage with its article's title, date, source and link."""
+    collection = service.collection
+    with collection.lock:  # passage and article as of the same write
+        passage = collection.passage(passage_id)
+        article = collection.article(passage.article_id)
+    return schemas.PassageOut(
+        passage_id=passage.id, article_id=passage.article_id, ordinal=passage.ordinal,
+        text=passage.text, start=passage.start, end=passage.end, n_tokens=passage.n_tokens,
+        title=article.title, date=article.date, source=article.source, url=article.url,
+    )
+
+
+@router.get("/articles/{article_id:path}", response_model=schemas.ArticleOut, tags=["collection"])
+def get_article(article_id: str, service: ServiceDep) -> schemas.ArticleOut:
+    """A whole article and where its passages lie in its text."""
+    collection = service.collection
+    with collection.lock:  # the article and its passages as of the same write
+        article = collection.article(article_id)
+        passages = collection.passages_of(article_id)
+    refs = [
+        schemas.PassageRef(passage_id=p.id, ordinal=p.ordinal, start=p.start, end=p.end)
+        for p in passages
+    ]
+    return schemas.ArticleOut(**article_fields(article), passages=refs)
+
+
+@router.post(
+    "/articles", response_model=schemas.IngestOut, dependencies=Writes, tags=["collection"]
+)
+async def add_articles(body: schemas.ArticlesIn, service: ServiceDep) -> schemas.IngestOut:
+    """Adds new articles, replaces changed ones, skips unchanged ones (same path as the CLI).
+
+    The ingest runs in a thread, so searches keep being answered; each article becomes
+    visible whole, never half-chunked.
+    """
+    articles = [Article(**a.model_dump()) for a in body.articles]
+    async with service.write_lock:
+        report = await run_in_threadpool(service.collection.add_articles, articles)
+    return schemas.IngestOut.model_validate(report, from_attributes=True)
+
+
+@router.delete(
+    "/articles/{article_id:path}", response_model=schemas.DeletedOut,
+    dependencies=[Depends(require_api_key)], tags=["collection"],
+)
+async def delete_article(article_id: str, service: ServiceDep) -> schemas.DeletedOut:
+    """Deletes an article and its passages."""
+    async with service.write_lock:
+        removed = await run_in_threadpool(service.collection.delete_article, article_id)
+    return schemas.DeletedOut(article_id=article_id, passages_removed=removed)
+
+
+# -- operations ----------------------------------------------------------------------------
+
+
+@router.get("/healthz", response_model=schemas.StatusOut, tags=["operations"])
+async def healthz() -> schemas.StatusOut:
+    """The process is alive (even while the collection loads)."""
+    return schemas.StatusOut(status="ok")
+
+
+@router.get("/readyz", response_model=schemas.StatusOut, tags=["operations"])
+async def readyz(service: ServiceDep) -> schemas.StatusOut:
+    """The collection is loaded and searches are answered (503 before)."""
+    return schemas.StatusOut(status="ok")
+
+
+@router.get("/stats", response_model=schemas.StatsOut, tags=["operations"])
+def stats(service: ServiceDep) -> schemas.StatsOut:
+    """What the collection holds, and whether its store and index agree."""
+    info = service.collection.info()
+    return schemas.StatsOut(
+        articles=info.articles, passages=info.passages, vectors_in_store=info.vectors_in_store,
+        vectors_in_index=info.vectors_in_index, in_agreement=info.in_agreement,
+        model=info.manifest["embedder"]["model"], index=info.manifest["index"]["spec"],
+        generation=info.generation, max_k=service.settings.max_k,
+        batching=service.settings.batching,
+    )
+
+
+@router.get("/metrics", tags=["operations"], response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: requests and latency by route and status, batch sizes, index size."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", include_in_schema=False, response_model=None)
+def page() -> Response:
+    """The search page (service/static/index.html), or a placeholder until it exists."""
+    index = STATIC / "index.html"
+    return FileResponse(index) if index.is_file() else HTMLResponse(PLACEHOLDER)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def search_options(body: schemas.SearchOptions, settings: Settings) -> SearchOptions:
+    """The library's options from a request body, with the server's own limit on k."""
+    if body.k > settings.max_k:
+        raise InputError(f"k must be at most {settings.max_k} on this server, got {body.k}")
+    return SearchOptions(
+        k=body.k, mode=body.mode, filters=to_filters(body.filters),
+        max_per_article=body.max_per_article, offset=body.offset, highlight=body.highlight,
+    )
+
+
+def to_filters(filters: schemas.FiltersIn | None) -> Filters | None:
+    """Library Filters (which check the dates are real and in order)."""
+    if filters is None:
+        return None
+    return Filters(
+        article_ids=tuple(filters.article_ids) if filters.article_ids is not None else None,
+        sources=tuple(filters.sources) if filters.sources is not None else None,
+        date_from=filters.date_from, date_to=filters.date_to,
+    )
+
+
+def search_response(
+    query: str, body: schemas.SearchOptions, result: SearchResult, started: float
+) -> schemas.SearchResponse:
+    spans = result.highlights or [None] * len(result.hits)
+    hits = [
+        schemas.HitOut(
+            **{name: getattr(hit, name) for name in HIT_FIELDS},
+            highlight=schemas.SpanOut(start=span.start, end=span.end) if span else None,
+        )
+        for hit, span in zip(result.hits, spans, strict=True)
+    ]
+    return schemas.SearchResponse(
+        query=query, mode=body.mode, k=body.k, offset=body.offset,
+        took_ms=(time.perf_counter() - started) * 1000, hits=hits,
+    )
+
+
+HIT_FIELDS = (
+    "passage_id", "article_id", "title", "date", "source", "url", "text", "score", "rank",
+    "start", "end",
+)
+
+
+def article_fields(article: Article) -> dict[str, Any]:
+    return {
+        "id": article.id, "title": article.title, "text": article.text, "date": article.date,
+        "source": article.source, "url": article.url, "metadata": article.metadata,
+    }

@@ -1,0 +1,253 @@
+"""The wire contract: pydantic models for every request and response body.
+
+Limits live here as Field constraints, so they show in the OpenAPI schema and every
+violation is a 422 naming the field. Request models forbid unknown fields: a typo such
+as "date_form" fails loudly instead of silently matching everything.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from retrieval.records import is_iso_date
+from service.settings import K_CEILING
+
+MAX_QUERY_CHARS = 2000
+MAX_BATCH_QUERIES = 64
+MAX_OFFSET = 1000
+MAX_ARTICLES = 1000
+MAX_ID_CHARS = 1000
+MAX_TEXT_CHARS = 1_000_000
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+
+Query = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)
+]
+IsoDate = Annotated[str, Field(pattern=DATE_PATTERN, examples=["2021-08-30"])]
+Mode = Literal["dense", "lexical", "hybrid"]
+
+
+def check_json_values(value: Any, where: str = "") -> None:
+    """Rejects what JSON parsing lets through but nothing downstream can store or echo.
+
+    Python's json module accepts NaN/Infinity and lone UTF-16 surrogates ("\\ud800");
+    SQLite, the tokenizer and the JSON response encoder all fail on them later.
+
+    Raises:
+        ValueError: naming where the bad value is (ascii-escaped, so it can be echoed).
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{where or 'a string'} holds a lone surrogate: send valid Unicode text"
+            ) from None
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where or 'a number'} is {value}: only finite numbers are accepted")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_json_values(key, f"a key in {where or 'an object'}")
+            check_json_values(item, f"{where}.{ascii(key)[1:-1]}".lstrip("."))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_json_values(item, f"{where}[{i}]")
+
+
+class RequestModel(BaseModel):
+    """Base of request bodies: unknown fields and unstorable JSON values are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_json(cls, data: Any) -> Any:
+        check_json_values(data)
+        return data
+
+
+# -- search --------------------------------------------------------------------------------
+
+
+class FiltersIn(RequestModel):
+    """Restricts a search; a field left null matches everything."""
+
+    article_ids: list[str] | None = Field(None, max_length=10_000)
+    sources: list[str] | None = Field(None, max_length=1000)
+    date_from: IsoDate | None = None
+    date_to: IsoDate | None = None
+
+
+class SearchOptions(RequestModel):
+    """What a search asks for besides the query text."""
+
+    k: int = Field(10, ge=1, le=K_CEILING, description="hits wanted; at most the server's max_k")
+    mode: Mode = "dense"
+    filters: FiltersIn | None = None
+    max_per_article: int | None = Field(None, ge=1, le=K_CEILING)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="skip this many best hits (paging)")
+    highlight: bool = Field(False, description="mark the best-matching sentence of each hit")
+
+
+class SearchRequest(SearchOptions):
+    query: Query = Field(examples=["COVID-19 cooperation"])
+
+
+class BatchSearchRequest(SearchOptions):
+    queries: list[Query] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
+
+
+class SpanOut(BaseModel):
+    """A character span [start, end) within a passage's text."""
+
+    start: int
+    end: int
+
+
+class HitOut(BaseModel):
+    passage_id: int
+    article_id: str
+    title: str
+    date: str | None
+    source: str | None
+    url: str | None
+    text: str
+    score: float
+    rank: int
+    start: int = Field(description="passage start in the article text")
+    end: int = Field(description="passage end in the article text")
+    highlight: SpanOut | None = Field(
+        None, description="best-matching sentence within `text`; only when asked for"
+    )
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: Mode
+    k: int
+    offset: int
+    took_ms: float
+    hits: list[HitOut]
+
+
+class BatchSearchResponse(BaseModel):
+    results: list[SearchResponse]
+
+
+# -- passages and articles -----------------------------------------------------------------
+
+
+class PassageOut(BaseModel):
+    passage_id: int
+    article_id: str
+    ordinal: int
+    text: str
+    start: int
+    end: int
+    n_tokens: int
+    title: str
+    date: str | None
+    source: str | None
+    url: str | None
+
+
+class PassageRef(BaseModel):
+    passage_id: int
+    ordinal: int
+    start: int
+    end: int
+
+
+class ArticleOut(BaseModel):
+    id: str
+    title: str
+    text: str
+    date: str | None
+    source: str | None
+    url: str | None
+    metadata: dict[str, Any]
+    passages: list[PassageRef]
+
+
+class ArticleIn(RequestModel):
+    id: str = Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"\S")
+    title: str = Field("", max_length=10_000)
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")
+    date: IsoDate | None = None
+    source: str | None = Field(None, max_length=1000)
+    url: str | None = Field(None, max_length=10_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _real_date(self) -> ArticleIn:
+        if self.date is not None and not is_iso_date(self.date):
+            raise ValueError(f"date {self.date!r} is not a calendar date YYYY-MM-DD")
+        return self
+
+
+class ArticlesIn(RequestModel):
+    articles: list[ArticleIn] = Field(min_length=1, max_length=MAX_ARTICLES)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ArticlesIn:
+        seen: set[str] = set()
+        for article in self.articles:
+            if article.id in seen:
+                raise ValueError(f"article id {article.id!r} appears twice: send each once")
+            seen.add(article.id)
+        return self
+
+
+class IngestOut(BaseModel):
+    added: int
+    updated: int
+    unchanged: int
+    passages_added: int
+    passages_removed: int
+
+
+class DeletedOut(BaseModel):
+    article_id: str
+    passages_removed: int
+
+
+# -- operations ----------------------------------------------------------------------------
+
+
+class StatusOut(BaseModel):
+    status: Literal["ok", "loading"]
+
+
+class StatsOut(BaseModel):
+    articles: int
+    passages: int
+    vectors_in_store: int
+    vectors_in_index: int
+    in_agreement: bool
+    model: str
+    index: str
+    generation: int
+    max_k: int
+    batching: bool
+
+
+class ErrorOut(BaseModel):
+    """Every error body: `detail` says what went wrong and what to fix."""
+
+    detail: str
+
+
+class FieldErrorOut(BaseModel):
+    loc: list[str | int] = Field(description="where in the request: body, field, index")
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422: `detail` sums up every problem; `errors` lists them one by one."""
+
+    detail: str
+    errors: list[FieldErrorOut] = Field(default_factory=list)

@@ -1,0 +1,48 @@
+"""The service's configuration, read from the environment (prefix RETRIEVAL_) or passed in.
+
+No instance lives at module level: `create_app(Settings(...))` in tests, `Settings()` (the
+environment) in `retrieval serve`, which overrides fields from its command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from retrieval.cli import default_collection
+
+# The most hits one request may ask for, whatever max_k says: the request schema
+# advertises it, and a search this deep is already far from interactive.
+K_CEILING = 1000
+
+
+class Settings(BaseSettings):
+    """Where the collection is, where to listen, and the service's limits.
+
+    Attributes:
+        collection: collection directory (RETRIEVAL_COLLECTION, as for the CLI).
+        host, port: where `retrieval serve` listens.
+        api_key: required (X-API-Key or Authorization: Bearer) to add or delete
+            articles; None leaves writes open, which suits a service on 127.0.0.1.
+        max_k: the most hits one search may ask for (k), at most K_CEILING.
+        batch_window_ms: how long the micro-batcher waits for more queries after the
+            first one; 0 turns batching off (one model call per request).
+        max_batch: the most queries embedded in one model call; 1 turns batching off.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="ignore")
+
+    collection: Path = Field(default_factory=default_collection)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = None
+    max_k: int = Field(100, ge=1, le=K_CEILING)
+    batch_window_ms: float = Field(2.0, ge=0, le=1000)
+    max_batch: int = Field(32, ge=1, le=1024)
+
+    @property
+    def batching(self) -> bool:
+        """False when the settings ask for one model call per request."""
+        return self.batch_window_ms > 0 and self.max_batch > 1
