@@ -5,6 +5,7 @@ shape the answer. Library errors are mapped to status codes once, in app.py.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -108,7 +109,10 @@ async def add_articles(body: schemas.ArticlesIn, service: ServiceDep) -> schemas
     """
     articles = [Article(**a.model_dump()) for a in body.articles]
     async with service.write_lock:
-        report = await run_in_threadpool(service.collection.add_articles, articles)
+        report = await run_in_threadpool(
+            partial(service.collection.add_articles, lock_timeout=service.settings.lock_timeout_s),
+            articles,
+        )
     return schemas.IngestOut.model_validate(report, from_attributes=True)
 
 
@@ -119,7 +123,10 @@ async def add_articles(body: schemas.ArticlesIn, service: ServiceDep) -> schemas
 async def delete_article(article_id: str, service: ServiceDep) -> schemas.DeletedOut:
     """Deletes an article and its passages."""
     async with service.write_lock:
-        removed = await run_in_threadpool(service.collection.delete_article, article_id)
+        removed = await run_in_threadpool(
+            service.collection.delete_article, article_id,
+            lock_timeout=service.settings.lock_timeout_s,
+        )
     return schemas.DeletedOut(article_id=article_id, passages_removed=removed)
 
 

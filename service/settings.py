@@ -30,6 +30,8 @@ class Settings(BaseSettings):
         batch_window_ms: how long the micro-batcher waits for more queries after the
             first one; 0 turns batching off (one model call per request).
         max_batch: the most queries embedded in one model call; 1 turns batching off.
+        lock_timeout_s: how long a write waits for another process's write to finish
+            before it is refused with 503 and Retry-After.
     """
 
     model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="ignore")
@@ -41,6 +43,7 @@ class Settings(BaseSettings):
     max_k: int = Field(100, ge=1, le=K_CEILING)
     batch_window_ms: float = Field(2.0, ge=0, le=1000)
     max_batch: int = Field(32, ge=1, le=1024)
+    lock_timeout_s: float = Field(10.0, ge=0)
 
     @property
     def batching(self) -> bool:
