@@ -1,0 +1,129 @@
+// The search page: form -> POST search -> a list of passages with the best sentence marked.
+"use strict";
+
+const form = document.getElementById("search-form");
+const queryBox = document.getElementById("query");
+const modeSelect = document.getElementById("mode");
+const kInput = document.getElementById("k");
+const statusLine = document.getElementById("status");
+const errorLine = document.getElementById("error");
+const results = document.getElementById("results");
+const MODES = ["dense", "lexical", "hybrid"];
+let inFlight = null; // the AbortController of the search being waited for
+
+function showStatus(text) {
+  statusLine.textContent = text;
+}
+
+function showError(text) {
+  errorLine.textContent = text;
+  errorLine.hidden = !text;
+}
+
+function clampK(value) {
+  const k = Number.parseInt(value, 10);
+  return Number.isFinite(k) ? Math.min(100, Math.max(1, k)) : 10;
+}
+
+function articleLink(hit) {
+  const params = new URLSearchParams({ id: hit.article_id, passage: hit.passage_id });
+  if (hit.highlight) {
+    params.set("mark", `${hit.start + hit.highlight.start}-${hit.start + hit.highlight.end}`);
+  }
+  return `static/article.html?${params}`;
+}
+
+function renderHit(hit) {
+  const title = hit.title || hit.article_id;
+  const meta = el("p", { class: "meta" },
+    el("span", { class: "rank", "aria-label": `rank ${hit.rank}` }, `#${hit.rank}`),
+    hit.date ? el("time", { datetime: hit.date }, formatDate(hit.date)) : null,
+    hit.source ? el("span", { class: "source" }, hit.source) : null,
+    el("span", { class: "score", title: "similarity score (higher is closer)" },
+       `score ${hit.score.toFixed(3)}`));
+  const span = hit.highlight || {};
+  const passage = el("p", { class: "passage" }, withSpan(hit.text, span.start, span.end));
+  return el("li", { class: "hit", "data-passage-id": hit.passage_id },
+    el("h2", { class: "hit-title" }, el("a", { href: articleLink(hit) }, title)),
+    meta, passage);
+}
+
+function renderResults(answer) {
+  results.replaceChildren(...answer.hits.map(renderHit));
+  const n = answer.hits.length;
+  const took = Math.round(answer.took_ms);
+  showStatus(n === 0
+    ? `No passages match “${answer.query}”. Try other words or another mode.`
+    : `${n} passage${n === 1 ? "" : "s"} (${answer.mode}, ${took} ms)`);
+}
+
+async function search({ pushHistory = true } = {}) {
+  const query = queryBox.value.trim();
+  showError("");
+  if (!query) {
+    results.replaceChildren();
+    showStatus("Type a few words to search for.");
+    queryBox.focus();
+    return;
+  }
+  const request = { query, k: clampK(kInput.value), mode: modeSelect.value, highlight: true };
+  if (pushHistory) {
+    const params = new URLSearchParams({ q: query, mode: request.mode, k: request.k });
+    history.replaceState(null, "", `?${params}`);
+  }
+  if (inFlight) inFlight.abort(); // a newer search replaces the one still on its way
+  const controller = new AbortController();
+  inFlight = controller;
+  results.setAttribute("aria-busy", "true");
+  document.body.classList.add("loading");
+  showStatus("Searching…");
+  try {
+    const answer = await fetchJSON("search", {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "application/json" },
+      body: JSON.stringify(request),
+      signal: controller.signal,
+    });
+    renderResults(answer);
+  } catch (error) {
+    if (error.name === "AbortError") return;
+    results.replaceChildren();
+    showStatus("");
+    showError(error.message);
+  } finally {
+    if (inFlight === controller) {
+      inFlight = null;
+      results.removeAttribute("aria-busy");
+      document.body.classList.remove("loading");
+    }
+  }
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  search();
+});
+modeSelect.addEventListener("change", () => { if (queryBox.value.trim()) search(); });
+
+// "/" jumps to the search box from anywhere but a text field.
+document.addEventListener("keydown", (event) => {
+  const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName);
+  if (event.key === "/" && !typing && !event.ctrlKey && !event.metaKey && !event.altKey) {
+    event.preventDefault();
+    queryBox.focus();
+    queryBox.select();
+  }
+});
+
+// A shared link (?q=...&mode=...&k=...) runs its search on load.
+(function restoreFromAddress() {
+  const params = new URLSearchParams(location.search);
+  if (MODES.includes(params.get("mode"))) modeSelect.value = params.get("mode");
+  if (params.get("k")) kInput.value = clampK(params.get("k"));
+  if (params.get("q")) {
+    queryBox.value = params.get("q");
+    search({ pushHistory: false });
+  } else {
+    showStatus("Type a question or a few words, then press Enter.");
+  }
+})();

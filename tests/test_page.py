@@ -1,0 +1,170 @@
+"""The search page in a real headless browser, against the real service on 127.0.0.1.
+
+Chromium and chromedriver come from Debian (`make browser`, which `.ci/run` calls); the
+tests skip only where neither is installed. The service runs in a thread of this process
+(uvicorn on a socket bound to a free port), over a collection indexed from seeds/.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER):
+    pytest.skip(
+        "no headless browser: install Debian's chromium and chromium-driver (`make browser`)",
+        allow_module_level=True,
+    )
+
+import httpx2  # noqa: E402 - only once a browser is known to be there
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+PHONE_CALL = "phone call between the Cuban and Chinese presidents"
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1280,900",
+)  # fmt: skip
+WAIT_S = 20
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory, embedder, seed_articles) -> Iterator[str]:
+    """The real service, serving a collection of the seed articles, on a free port."""
+    import uvicorn
+
+    from retrieval.collection import Collection
+    from service.app import create_app
+    from service.settings import Settings
+
+    path = tmp_path_factory.mktemp("page") / "collection"
+    with Collection.open(path, embedder) as collection:
+        collection.add_articles(seed_articles)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(Settings(collection=path)), log_level="warning")
+    )
+    sock = socket.create_server(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: WebDriver) -> WebDriverWait[Any]:
+    return WebDriverWait(driver, WAIT_S)
+
+
+def submit_search(driver: WebDriver, base_url: str, query: str, mode: str = "dense") -> None:
+    driver.get(base_url + "/")
+    box = driver.find_element(By.ID, "query")
+    assert driver.switch_to.active_element == box, "the query box should have the focus"
+    driver.find_element(By.CSS_SELECTOR, f"#mode option[value='{mode}']").click()
+    box.send_keys(query, Keys.ENTER)
+
+
+def test_a_query_finds_the_passage_with_its_sentence_marked(browser, base_url, seed_articles):
+    seed = seed_articles[0]
+    submit_search(browser, base_url, PHONE_CALL)
+    first = wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#results > li:first-child"))
+    )
+    title = first.find_element(By.CSS_SELECTOR, "h2 a")
+    passage = first.find_element(By.CSS_SELECTOR, ".passage")
+    text = passage.text
+    assert title.text == seed.title
+    assert "by telephone" in text and "Diaz-Canel" in text
+    marked = passage.find_element(By.TAG_NAME, "mark").text
+    assert marked and marked in text and len(marked) < len(text)
+    assert "Diaz-Canel" in marked  # the sentence about the call, not another one
+    meta = first.find_element(By.CSS_SELECTOR, ".meta").text
+    assert "#1" in meta and "2021" in meta and re.search(r"score \d\.\d{3}\b", meta)
+    assert re.match(r"\d+ passages? \(dense, \d+ ms\)", browser.find_element(By.ID, "status").text)
+
+    title.click()  # the whole-article view, the found passage outlined
+    heading = wait(browser).until(ec.visibility_of_element_located((By.ID, "article-title")))
+    assert heading.text == seed.title
+    found = browser.find_element(By.CSS_SELECTOR, ".found-passage")
+    assert " ".join(found.text.split()) == " ".join(text.split())
+    assert found.find_element(By.TAG_NAME, "mark").text == marked
+    assert browser.find_element(By.ID, "article-text").text.startswith(seed.text[:40])
+
+
+def test_no_match_and_server_errors_are_said_on_the_page(browser, base_url):
+    submit_search(browser, base_url, "zzyzx qwvbn", mode="lexical")  # BM25: no shared word
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "status"), "No passages match"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#results > li") == []
+
+    # Past the box's maxlength (a script can do it): the service's own message shows.
+    browser.execute_script("document.getElementById('query').value = 'word '.repeat(3000)")
+    browser.find_element(By.ID, "submit").click()
+    error = wait(browser).until(ec.visibility_of_element_located((By.ID, "error")))
+    assert "query" in error.text.lower() and "{" not in error.text
+
+
+def test_server_text_is_shown_as_text_never_as_html(browser, base_url):
+    trap = "<img src=x onerror=\"document.title='pwned'\"> Marmalade <b>bold</b>"
+    article = {"id": "trap", "title": trap, "text": f"{trap} marmalade factory output rose."}
+    added = httpx2.post(f"{base_url}/articles", json={"articles": [article]}, timeout=30)
+    assert added.status_code == 200, added.text
+    submit_search(browser, base_url, "marmalade", mode="lexical")
+    first = wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#results > li:first-child"))
+    )
+    assert first.find_element(By.CSS_SELECTOR, "h2 a").text == trap
+    assert first.find_elements(By.TAG_NAME, "img") == []
+    assert first.find_elements(By.TAG_NAME, "b") == []
+    assert browser.title != "pwned"
+
+
+def test_the_page_is_served_with_its_assets(base_url):
+    page = httpx2.get(base_url + "/", timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for asset in re.findall(r'(?:src|href)="(static/[^"]+)"', page.text):
+        assert httpx2.get(f"{base_url}/{asset}", timeout=10).status_code == 200, asset
+    assert httpx2.get(base_url + "/static/article.html", timeout=10).status_code == 200
+
+
+STATIC = Path(__file__).resolve().parent.parent / "service" / "static"
+
+
+def test_no_server_string_goes_through_inner_html():
+    scripts = "\n".join(p.read_text() for p in STATIC.glob("*.js"))
+    assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", scripts)
