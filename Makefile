@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test serve lint clean
+.PHONY: setup test serve lint clean browser
 
 setup: $(STAMP)
 
@@ -31,6 +31,15 @@ serve: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The page test drives Debian's chromium through chromedriver; installed only if missing
+# (as root, or with sudo). Without them the page test skips and says why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null; }
 
 lint: setup
 	$(BIN)/ruff check retrieval service tests
