@@ -5,7 +5,8 @@ Formats, chosen by suffix (case-insensitive):
 - A folder is walked recursively in sorted order. `.txt` and `.md` files are text
   articles, `.jsonl` files hold one record a line; other suffixes are ignored, and so are
   hidden files and folders (names starting with '.'). A file named directly with another
-  suffix is an error.
+  suffix is an error. A folder in the BEIR layout (`corpus.jsonl` beside `queries.jsonl`)
+  contributes its `corpus.jsonl` alone: its queries and qrels are not articles.
 - Text article (`.txt`, `.md`): the id is the file stem. UTF-8 (a BOM is allowed), CRLF or
   CR line ends become LF. The seed format opens with a line `date YYYY-MM-DD` (any case,
   surrounding spaces allowed), then blank lines, then the body. The title is, in order:
@@ -144,6 +145,10 @@ def _files_under(root: Path) -> Iterator[Path]:
         return
     found: list[Path] = []
     for folder, dirnames, filenames in os.walk(root):
+        if _is_beir_folder(filenames):
+            dirnames[:] = []
+            found.append(Path(folder, BEIR_CORPUS))
+            continue
         # Pruning in place stops os.walk from descending into hidden folders.
         dirnames[:] = [name for name in dirnames if not name.startswith(".")]
         found.extend(
@@ -152,6 +157,13 @@ def _files_under(root: Path) -> Iterator[Path]:
             if not name.startswith(".") and Path(name).suffix.lower() in _LOADABLE
         )
     yield from sorted(found, key=lambda path: path.relative_to(root).parts)
+
+
+BEIR_CORPUS = "corpus.jsonl"
+
+
+def _is_beir_folder(filenames: list[str]) -> bool:
+    return BEIR_CORPUS in filenames and "queries.jsonl" in filenames
 
 
 def _unique(paths: Iterable[Path]) -> Iterator[Path]:

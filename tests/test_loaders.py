@@ -348,3 +348,14 @@ def test_real_corpus_loads_fast_without_errors(name: str, count: int) -> None:
     assert elapsed < 2.0
     if name == "bbc":
         assert all(a.metadata["category"] for a in result.articles)
+
+
+def test_a_beir_folder_loads_its_corpus_only(tmp_path):
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "T", "text": "Doc one."}\n')
+    (beir / "queries.jsonl").write_text('{"_id": "d1", "text": "a query, not an article"}\n')
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    result = load_articles([tmp_path])
+    assert [a.id for a in result.articles] == ["d1"] and not result.errors
+    assert result.articles[0].text == "Doc one."
