@@ -1,0 +1,304 @@
+"""An Embedder on OpenVINO: the packaged model exported once, int8 by default, run without torch.
+
+On first use the sentence-transformers model folder is converted to OpenVINO IR and, for
+the int8 backend, statically quantised with NNCF on the fixed texts of
+`retrieval.calibration`. The result is cached under `~/.cache/retrieval/models/` in a
+folder named by the source model's fingerprint and the recipe, written to a temporary
+folder and renamed into place, so a crash or a concurrent export never leaves half a model.
+
+At run time only `openvino` and `tokenizers` are used: tokenize (truncate to the model's
+limit, pad to the longest in the batch), run the transformer, mean-pool its last hidden
+state with the attention mask and L2-normalise: what the model's sentence-transformers
+pipeline (Transformer, mean Pooling, Normalize) does, which the tests check on the fp32
+export. Models with another pooling are refused rather than embedded wrongly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from retrieval.calibration import calibration_digest, calibration_texts
+from retrieval.embedding import DEFAULT_MODEL, default_model_path, model_fingerprint, resolve_model
+from retrieval.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("int8", "fp32")
+# Bump when the export or quantisation settings change: it renames the cache folder.
+RECIPE_VERSION = 1
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "retrieval" / "models"
+
+
+def backend_name(precision: str) -> str:
+    return f"openvino-{precision}"
+
+
+class OpenVinoEmbedder:
+    """An Embedder running an OpenVINO export of a sentence-transformers model on the CPU.
+
+    Args:
+        model: a model folder, or the default model's name (its PyPI package's folder).
+        precision: "int8" (static quantisation, the fast one) or "fp32" (a plain export).
+        cache_dir: where exports are kept (default ~/.cache/retrieval/models).
+        batch_size: texts per inference call, after sorting by length.
+        threads: inference threads; None uses every logical core.
+
+    Raises:
+        InputError: no such model folder, or a pooling other than mean.
+    """
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_MODEL,
+        *,
+        precision: str = "int8",
+        cache_dir: Path | None = None,
+        batch_size: int = 32,
+        threads: int | None = None,
+    ) -> None:
+        import openvino as ov
+        from tokenizers import Tokenizer
+
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        location = resolve_model(model)
+        if not isinstance(location, Path):
+            raise InputError(f"model {model!r} is neither {DEFAULT_MODEL!r} nor an existing folder")
+        self._name = DEFAULT_MODEL if location == default_model_path() else str(location)
+        self._precision = precision
+        self._max_tokens = read_max_tokens(location)
+        check_mean_pooling(location)
+        self._export = ensure_export(location, precision, cache_dir or default_cache_dir())
+        self._info = json.loads((self._export / "info.json").read_text("utf-8"))
+
+        self._counter = Tokenizer.from_file(str(location / "tokenizer.json"))
+        self._counter.no_truncation()
+        self._counter.no_padding()
+        self._tokenizer = Tokenizer.from_file(str(location / "tokenizer.json"))
+        self._tokenizer.enable_truncation(max_length=self._max_tokens)
+        self._tokenizer.enable_padding(pad_id=self._tokenizer.token_to_id("[PAD]") or 0)
+
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1}
+        self._compiled = ov.Core().compile_model(str(self._export / "model.xml"), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+        self._inputs = {port.get_any_name() for port in self._compiled.inputs}
+        self._dim = int(self._info["dim"])
+        self._batch_size = batch_size
+        self._lock = threading.Lock()  # one infer request; callers may share the embedder
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "backend": backend_name(self._precision),
+            "model": self._name,
+            "fingerprint": self._info["source_fingerprint"],
+            "dim": self._dim,
+            "max_tokens": self._max_tokens,
+            "recipe": self._info["recipe"],
+            "export_fingerprint": self._info["export_fingerprint"],
+        }
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._counter.encode(text).ids)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        encoding = self._counter.encode(text, add_special_tokens=False)
+        return [(int(a), int(b)) for a, b in encoding.offsets]
+
+    def embed_documents(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return self._encode(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return self._encode(texts)
+
+    def _encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        if not texts:
+            return out
+        # Sorting by length keeps padding, and so wasted compute, small.
+        lengths = [len(text) for text in texts]
+        order = sorted(range(len(texts)), key=lengths.__getitem__, reverse=True)
+        for start in range(0, len(order), self._batch_size):
+            chosen = order[start : start + self._batch_size]
+            out[chosen] = self._run([texts[i] for i in chosen])
+        return out
+
+    def _run(self, texts: list[str]) -> NDArray[np.float32]:
+        feed = encode_batch(self._tokenizer, texts)
+        with self._lock:
+            hidden = self._request.infer({k: v for k, v in feed.items() if k in self._inputs})[0]
+        return mean_pool(np.asarray(hidden, dtype=np.float32), feed["attention_mask"])
+
+
+def encode_batch(tokenizer: Any, texts: Sequence[str]) -> dict[str, NDArray[np.int64]]:
+    encodings = tokenizer.encode_batch(list(texts))
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+    }
+
+
+def mean_pool(hidden: NDArray[np.float32], mask: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Mean of the token vectors the mask keeps, L2-normalised: (b, s, d) -> (b, d)."""
+    weights = mask[:, :, None].astype(np.float32)
+    summed = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    norms = np.linalg.norm(summed, axis=1, keepdims=True)
+    return np.ascontiguousarray(summed / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def read_max_tokens(model_dir: Path) -> int:
+    config = model_dir / "sentence_bert_config.json"
+    if config.exists():
+        return int(json.loads(config.read_text("utf-8")).get("max_seq_length", 512))
+    return 512
+
+
+def check_mean_pooling(model_dir: Path) -> None:
+    """Refuses models whose sentence-transformers pipeline is not Transformer + mean pooling."""
+    modules = json.loads((model_dir / "modules.json").read_text("utf-8"))
+    pooling = [m for m in modules if m["type"].endswith("Pooling")]
+    ok = len(pooling) == 1
+    if ok:
+        config = json.loads((model_dir / pooling[0]["path"] / "config.json").read_text("utf-8"))
+        ok = bool(config.get("pooling_mode_mean_tokens")) and not any(
+            value for key, value in config.items()
+            if key.startswith("pooling_mode_") and key != "pooling_mode_mean_tokens"
+        )
+    if not ok:
+        raise InputError(f"{model_dir}: the OpenVINO backend supports mean-pooling models only")
+
+
+# -- export ------------------------------------------------------------------------------
+
+
+def export_key(model_dir: Path, precision: str) -> tuple[str, str]:
+    """(source fingerprint, recipe): together they name one export."""
+    recipe = f"v{RECIPE_VERSION}"
+    if precision == "int8":
+        recipe += f"-cal{calibration_digest()}"
+    return model_fingerprint(model_dir), recipe
+
+
+def ensure_export(model_dir: Path, precision: str, cache_dir: Path) -> Path:
+    """The cached export of a model, made now (and atomically) if missing."""
+    fingerprint, recipe = export_key(model_dir, precision)
+    target = cache_dir / f"{fingerprint}-{backend_name(precision)}-{recipe}"
+    if (target / "info.json").exists():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=cache_dir))
+    try:
+        logger.info("exporting %s to OpenVINO %s (once; cached in %s)", model_dir, precision, target)
+        export(model_dir, tmp, precision=precision)
+        info = {
+            "source_fingerprint": fingerprint, "recipe": recipe, "precision": precision,
+            "export_fingerprint": file_digest(tmp / "model.xml", tmp / "model.bin"),
+            "dim": read_dim(tmp / "model.xml"), **library_versions(),
+        }
+        (tmp / "info.json").write_text(json.dumps(info, indent=2, sort_keys=True), "utf-8")
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first: keep its copy
+            if not (target / "info.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def export(model_dir: Path, out: Path, *, precision: str) -> None:
+    """Converts the model's transformer to OpenVINO IR (quantised for int8) in `out`."""
+    import openvino as ov
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=read_max_tokens(model_dir))
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)
+    transformer = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+    torch.manual_seed(0)
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = transformer
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    example = {k: torch.from_numpy(v) for k, v in encode_batch(tokenizer, ["an example", "two"]).items()}
+    with torch.no_grad():
+        model = ov.convert_model(LastHiddenState(), example_input=example)
+    model.reshape({port.get_any_name(): ov.PartialShape([-1, -1]) for port in model.inputs})
+    if precision == "int8":
+        model = quantize(model, tokenizer)
+    ov.save_model(model, str(out / "model.xml"), compress_to_fp16=False)
+
+
+def quantize(model: Any, tokenizer: Any) -> Any:
+    """Static int8 quantisation (weights and activations) calibrated on the fixed texts."""
+    import nncf
+
+    texts = calibration_texts()
+    feeds = [encode_batch(tokenizer, [text]) for text in texts]
+    return nncf.quantize(
+        model,
+        nncf.Dataset(feeds),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(feeds),
+    )
+
+
+def file_digest(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def read_dim(model_xml: Path) -> int:
+    import openvino as ov
+
+    model = ov.Core().read_model(str(model_xml))
+    return int(model.outputs[0].get_partial_shape()[2].get_length())
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("openvino", "nncf", "torch", "transformers"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found

@@ -1,0 +1,156 @@
+"""One contract suite over every VectorIndex backend, against the exact NumpyIndex oracle.
+
+Awkward sizes (n = 1, 7, 50; dim 3 and 97; k > n), removals, filters and a save/load
+round trip. The approximate HNSW indexes must give the oracle's answers at these sizes
+(their graph reaches every node of a small set); scores are compared with atol because
+SQ8 stores 8-bit codes and near-zero cosines defeat rtol-only checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.errors import InputError
+from retrieval.index import FaissIndex, NumpyIndex
+
+SPECS = ["numpy", "Flat", "HNSW32", "HNSW32,SQ8"]
+# SQ8 learns its per-dimension range from the first vectors added (50 here): a later
+# vector outside it is clipped, so its scores may be a few hundredths off.
+ATOL = {"numpy": 1e-6, "Flat": 1e-5, "HNSW32": 1e-5, "HNSW32,SQ8": 0.05}
+
+
+def make(spec: str, dim: int):
+    return NumpyIndex(dim) if spec == "numpy" else FaissIndex(dim, spec)
+
+
+def unit(rng, n, dim):
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def filled(spec, n, dim, seed=0):
+    rng = np.random.default_rng(seed)
+    vectors = unit(rng, n, dim)
+    ids = rng.permutation(10 * n)[:n].astype(np.int64) + 5  # sparse, unordered ids
+    index, oracle = make(spec, dim), NumpyIndex(dim)
+    index.add(ids, vectors)
+    oracle.add(ids, vectors)
+    return index, oracle, ids, unit(rng, 4, dim)
+
+
+def same_answers(spec, got, want):
+    (got_scores, got_ids), (want_scores, want_ids) = got, want
+    assert got_ids.shape == want_ids.shape
+    np.testing.assert_allclose(got_scores, want_scores, atol=ATOL[spec])
+    if spec == "HNSW32,SQ8":  # 8-bit codes may swap near-ties: compare as sets
+        for g, w in zip(got_ids, want_ids, strict=True):
+            assert len(set(g.tolist()) ^ set(w.tolist())) <= 2
+    else:
+        np.testing.assert_array_equal(got_ids, want_ids)
+
+
+@pytest.fixture(params=SPECS)
+def spec(request):
+    return request.param
+
+
+@pytest.mark.parametrize("n", [1, 7, 50])
+@pytest.mark.parametrize("dim", [3, 97])
+def test_search_matches_the_oracle(spec, n, dim):
+    index, oracle, _, queries = filled(spec, n, dim)
+    assert len(index) == n and index.dim == dim
+    for k in (1, 5, n + 3):  # k > n is clamped to n, never padded
+        same_answers(spec, index.search(queries, k), oracle.search(queries, k))
+        assert index.search(queries, k)[1].shape == (4, min(k, n))
+
+
+def test_removal_and_readding(spec):
+    index, oracle, ids, queries = filled(spec, 50, 97)
+    gone = ids[::3]
+    index.remove(gone)
+    oracle.remove(gone)
+    index.remove(np.array([10**9], np.int64))  # unknown ids are ignored
+    assert len(index) == len(oracle) == 50 - len(gone)
+    assert sorted(index.ids().tolist()) == sorted(oracle.ids().tolist())
+    same_answers(spec, index.search(queries, 60), oracle.search(queries, 60))
+    assert not set(index.search(queries, 60)[1].ravel().tolist()) & set(gone.tolist())
+    # an update: the same id comes back with a new vector
+    fresh = unit(np.random.default_rng(9), 1, 97)
+    index.add(gone[:1], fresh)
+    oracle.add(gone[:1], fresh)
+    same_answers(spec, index.search(fresh, 3), oracle.search(fresh, 3))
+    assert index.search(fresh, 1)[1][0, 0] == gone[0]
+
+
+def test_removing_everything(spec):
+    index, _, ids, queries = filled(spec, 7, 3)
+    index.remove(ids)
+    assert len(index) == 0
+    scores, found = index.search(queries, 5)
+    assert found.shape == (4, 0)
+
+
+@pytest.mark.parametrize("n_allowed", [0, 1, 3, 30])
+def test_filters_return_k_hits_when_k_exist(spec, n_allowed):
+    index, oracle, ids, queries = filled(spec, 50, 97)
+    index.remove(ids[:5])
+    oracle.remove(ids[:5])
+    allowed = ids[3 : 3 + n_allowed]  # two of them removed: never returned
+    got = index.search(queries, 10, allowed=allowed)
+    want = oracle.search(queries, 10, allowed=allowed)
+    same_answers(spec, got, want)
+    live = len(set(allowed.tolist()) - set(ids[:5].tolist()))
+    assert ((got[1] >= 0).sum(axis=1) == min(10, live)).all()
+    assert np.isneginf(got[0][got[1] < 0]).all()
+
+
+def test_save_and_load_round_trip(tmp_path, spec):
+    if spec == "numpy":
+        pytest.skip("NumpyIndex lives in memory only")
+    index, oracle, ids, queries = filled(spec, 50, 97)
+    index.remove(ids[:4])
+    oracle.remove(ids[:4])
+    index.save(tmp_path / "index.faiss")
+    loaded = FaissIndex.load(tmp_path / "index.faiss")
+    assert loaded.spec == spec and len(loaded) == 46
+    assert loaded.tombstone_fraction == (4 / 50 if loaded.approximate else 0)
+    same_answers(spec, loaded.search(queries, 10), oracle.search(queries, 10))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_shapes_are_input_errors(spec):
+    index = make(spec, 3)
+    with pytest.raises(InputError, match=r"shape \(n, 3\)"):
+        index.add(np.array([1]), np.zeros((1, 4), np.float32))
+    with pytest.raises(InputError):
+        index.add(np.array([1, 2]), np.zeros((1, 3), np.float32))
+
+
+def test_approximate_index_over_many_vectors_with_restrictive_and_broad_filters():
+    """Past EXACT_FILTER_LIMIT the graph answers filtered queries; short rows fall back."""
+    from retrieval import index as module
+
+    rng = np.random.default_rng(3)
+    centres = unit(rng, 40, 32)
+    vectors = centres[rng.integers(0, 40, 3000)] + 0.3 * rng.standard_normal((3000, 32))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.arange(3000, dtype=np.int64)
+    approx, oracle = FaissIndex(32, "HNSW32,SQ8"), NumpyIndex(32)
+    approx.add(ids, vectors)
+    oracle.add(ids, vectors)
+    approx.remove(ids[::2])
+    oracle.remove(ids[::2])
+    queries = unit(rng, 20, 32)
+    limit = module.EXACT_FILTER_LIMIT
+    try:
+        module.EXACT_FILTER_LIMIT = 10  # force the graph path for the broad filter
+        for allowed in (ids[1:40:2], ids[: 2000]):  # 20 live (fewer than k), 1000 live
+            got = approx.search(queries, 25, allowed=allowed)[1]
+            want = oracle.search(queries, 25, allowed=allowed)[1]
+            assert ((got >= 0).sum(axis=1) == (want >= 0).sum(axis=1)).all()
+            recall = np.mean([len(set(g) & set(w[w >= 0])) / (w >= 0).sum() for g, w in zip(got, want, strict=True)])
+            assert recall >= 0.9
+            assert not np.isin(got[got >= 0], ids[::2]).any()
+    finally:
+        module.EXACT_FILTER_LIMIT = limit
