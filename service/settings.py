@@ -38,12 +38,12 @@ class Settings(BaseSettings):
 
     collection: Path = Field(default_factory=default_collection)
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535)
     api_key: SecretStr | None = None
-    max_k: int = Field(100, ge=1, le=K_CEILING)
-    batch_window_ms: float = Field(2.0, ge=0, le=1000)
-    max_batch: int = Field(32, ge=1, le=1024)
-    lock_timeout_s: float = Field(10.0, ge=0)
+    max_k: int = Field(default=100, ge=1, le=K_CEILING)
+    batch_window_ms: float = Field(default=2.0, ge=0, le=1000)
+    max_batch: int = Field(default=32, ge=1, le=1024)
+    lock_timeout_s: float = Field(default=10.0, ge=0)
 
     @property
     def batching(self) -> bool:
