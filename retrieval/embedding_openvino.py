@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,9 @@ def export(model_dir: Path, out: Path, *, precision: str) -> None:
             ).last_hidden_state
 
     example = {k: torch.from_numpy(v) for k, v in encode_batch(tokenizer, ["an example", "two"]).items()}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracing warns about Python branches on shapes; dynamic shapes are set below.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         model = ov.convert_model(LastHiddenState(), example_input=example)
     model.reshape({port.get_any_name(): ov.PartialShape([-1, -1]) for port in model.inputs})
     if precision == "int8":

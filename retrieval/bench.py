@@ -1,0 +1,163 @@
+"""`retrieval bench ingest|index|query`: speed measured against a baseline in the same run.
+
+Every figure is a ratio or a bound measured side by side on this machine, never compared
+with numbers from elsewhere. Each benchmark prints a Markdown table (or JSON with --json):
+
+- ingest: the BBC corpus indexed end to end into a temporary collection, against plain
+  `SentenceTransformer.encode` (torch fp32, batch 32) on the same passage texts, the two
+  interleaved round by round so that load from other processes hits both alike.
+- index: a large synthetic collection (real passage vectors plus noise), its approximate
+  index against exact search: latency, recall@10, bytes per vector, time to open.
+- query: the service under load from a second process, against a naive endpoint.
+
+Benchmarks are tools, not library code: the query benchmark drives the service and
+FastAPI, which the library itself never imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BBC = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bbc" / "corpus.jsonl"
+
+
+def register(commands: Any) -> None:
+    """Adds `bench` and its three benchmarks to the `retrieval` command."""
+    from retrieval.bench_index import add_index_parser
+    from retrieval.bench_query import add_query_parser
+
+    parser = commands.add_parser(
+        "bench", help="measure ingest, index and query speed against baselines",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    benches = parser.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    ingest = benches.add_parser("ingest", help="passages/s indexing a corpus vs plain encode")
+    ingest.add_argument("--corpus", type=Path, default=BBC, help="articles (JSONL); default BBC")
+    ingest.add_argument("--limit", type=int, default=None, metavar="N", help="first N articles")
+    ingest.add_argument("--backend", default="openvino-int8",
+                        help="embedding backend of the collection (default openvino-int8)")
+    ingest.add_argument("--rounds", type=int, default=4,
+                        help="interleaved rounds of pipeline and baseline (default 4)")
+    ingest.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="build the collection here and keep it (for bench query)")
+    ingest.add_argument("--json", action="store_true")
+    ingest.set_defaults(run=run_ingest)
+    add_index_parser(benches)
+    add_query_parser(benches)
+
+
+# -- ingest ------------------------------------------------------------------------------
+
+
+class TimedEmbedder:
+    """Passes calls to an embedder, timing embed_documents and keeping the texts it saw."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+        self.texts: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        started = time.perf_counter()
+        vectors = self.inner.embed_documents(texts)
+        self.seconds += time.perf_counter() - started
+        self.texts.extend(texts)
+        return vectors
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.collection import Collection, make_embedder
+    from retrieval.embedding import default_model_path
+    from retrieval.loaders import load_articles
+
+    started = time.perf_counter()
+    loaded = load_articles([args.corpus])
+    articles = loaded.articles[: args.limit] if args.limit else loaded.articles
+    load_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    embedder = TimedEmbedder(make_embedder(args.backend))
+    model_load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    baseline = SentenceTransformer(str(default_model_path()), device="cpu", local_files_only=True)
+    baseline_load_s = time.perf_counter() - started
+
+    pipeline_s = baseline_s = 0.0
+    rounds = max(1, min(args.rounds, len(articles)))
+    with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
+        path = args.keep or Path(tmp) / "collection"
+        with Collection.open(path, embedder) as collection:
+            for part in np.array_split(np.arange(len(articles)), rounds):
+                seen = len(embedder.texts)
+                started = time.perf_counter()
+                collection.add_articles([articles[i] for i in part])
+                pipeline_s += time.perf_counter() - started
+                started = time.perf_counter()
+                baseline.encode(embedder.texts[seen:], batch_size=32, convert_to_numpy=True,
+                                normalize_embeddings=True)
+                baseline_s += time.perf_counter() - started
+            info = collection.info()
+    passages = len(embedder.texts)
+    total_s = load_s + pipeline_s
+    result = {
+        "benchmark": "ingest", "corpus": str(args.corpus), "articles": len(articles),
+        "passages": passages, "backend": args.backend,
+        "pipeline_s": round(total_s, 2), "model_s": round(embedder.seconds, 2),
+        "outside_model_share": round(1 - embedder.seconds / total_s, 4),
+        "pipeline_passages_per_s": round(passages / total_s, 2),
+        "baseline_s": round(baseline_s, 2),
+        "baseline_passages_per_s": round(passages / baseline_s, 2),
+        "ratio": round(baseline_s / total_s, 3),
+        "model_load_s": round(model_load_s, 2), "baseline_model_load_s": round(baseline_load_s, 2),
+        "index": info.manifest["index"]["spec"], "in_agreement": info.in_agreement,
+    }
+    print_result(result, args.json, ingest_table)
+    return 0 if info.in_agreement and passages == info.passages else 1
+
+
+def ingest_table(r: dict[str, Any]) -> str:
+    return "\n".join([
+        f"ingest: {r['articles']} articles -> {r['passages']} passages ({r['corpus']})",
+        "",
+        "| run | seconds | passages/s | ratio |",
+        "|---|---|---|---|",
+        f"| baseline: SentenceTransformer.encode, torch fp32, batch 32 | {r['baseline_s']} "
+        f"| {r['baseline_passages_per_s']} | 1.00x |",
+        f"| retrieval index, {r['backend']}, end to end | {r['pipeline_s']} "
+        f"| {r['pipeline_passages_per_s']} | {r['ratio']:.2f}x |",
+        "",
+        f"time outside the model (loading, chunking, storing, indexing): "
+        f"{100 * r['outside_model_share']:.1f}% of {r['pipeline_s']} s; "
+        f"model loads (not counted): {r['model_load_s']} s vs baseline "
+        f"{r['baseline_model_load_s']} s; index {r['index']}; "
+        f"store and index agree: {r['in_agreement']}",
+    ])
+
+
+# -- shared helpers ----------------------------------------------------------------------
+
+
+def print_result(result: dict[str, Any], as_json: bool, table: Any) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(table(result))
+    sys.stdout.flush()
+
+
+def percentile_ms(seconds: Sequence[float], q: float) -> float:
+    return round(1000 * float(np.percentile(np.asarray(seconds), q)), 3) if seconds else float("nan")

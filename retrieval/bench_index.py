@@ -1,0 +1,196 @@
+"""`retrieval bench index`: an approximate index at scale against exact search.
+
+The collection holds `--size` passages whose vectors are real BBC passage vectors plus
+Gaussian noise, renormalised (uniform random vectors have no neighbourhoods for an ANN
+index to exploit; these keep the real ones' structure). Queries are real BBC headlines
+embedded by the same model. The store is written directly, its index files removed, and
+the collection opened: that derives the index from the store by the collection's own
+policy (HNSW above the auto threshold), as a real open after a lost index would. Then it
+is closed, reopened from disk and searched:
+
+- open: Collection.open with the model, index loaded from its file, first search done;
+- latency: one query at a time (one thread, as a served query), p50 and p99;
+- recall@10 of each efSearch against exact search (FAISS IndexFlatIP) over the same vectors;
+- bytes per vector: the index file's size over the passages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.bench import BBC, percentile_ms, print_result
+
+CACHE = Path.home() / ".cache" / "retrieval" / "bench"
+
+
+def add_index_parser(benches: Any) -> None:
+    parser = benches.add_parser("index", help="approximate index at scale vs exact search")
+    parser.add_argument("--size", type=int, default=1_000_000, help="passages (default 1M)")
+    parser.add_argument("--spec", default="auto",
+                        help='index spec of the collection (default "auto": the size policy)')
+    parser.add_argument("--ef", default="16,32,64,128", help="efSearch values to measure")
+    parser.add_argument("--queries", type=int, default=300, help="queries (BBC headlines)")
+    parser.add_argument("--base", type=int, default=3000,
+                        help="real passage vectors the synthetic ones derive from")
+    parser.add_argument("--noise", type=float, default=0.03,
+                        help="noise per dimension before renormalising (default 0.03)")
+    parser.add_argument("--backend", default="openvino-int8")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="build the collection here and keep it (default: a temp dir)")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(run=run_index_bench)
+
+
+def run_index_bench(args: argparse.Namespace) -> int:
+    import faiss
+
+    from retrieval.collection import Collection, make_embedder
+
+    embedder = make_embedder(args.backend)
+    base, queries = real_vectors(embedder, args.base, args.queries)
+    vectors = synthesize(base, args.size, args.noise)
+    tmp = None if args.dir else Path(tempfile.mkdtemp(prefix="retrieval-bench-index-"))
+    path = args.dir or tmp / "collection"  # type: ignore[operator]
+    try:
+        started = time.perf_counter()
+        write_collection(path, embedder, vectors, args.spec)
+        store_s = time.perf_counter() - started
+        started = time.perf_counter()
+        with Collection.open(path, embedder):  # no index file: derived from the store
+            pass
+        build_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        collection = Collection.open(path)  # the manifest's model, the saved index
+        collection.index.search(queries[:1], 10)
+        open_s = time.perf_counter() - started
+        index = collection.index
+        ids = np.sort(index.ids())  # store ids are 1..n in insertion order
+        exact = faiss.IndexFlatIP(vectors.shape[1])
+        exact.add(vectors)
+        _, truth = exact.search(queries, 10)
+        truth = ids[truth]
+        exact_times = time_queries(lambda q: exact.search(q, 10), queries[:20])
+        rows = []
+        for ef in [int(x) for x in args.ef.split(",")]:
+            index.ef_search = ef
+            found = index.search(queries, 10)[1]
+            recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
+            times = time_queries(lambda q: index.search(q, 10), queries)
+            rows.append({"ef_search": ef, "recall_at_10": round(float(recall), 4),
+                         "p50_ms": percentile_ms(times, 50), "p99_ms": percentile_ms(times, 99)})
+        file = max(path.glob("index-*.faiss"))
+        result = {
+            "benchmark": "index", "size": args.size, "spec": index.spec,
+            "manifest_spec": collection.manifest["index"], "noise": args.noise,
+            "base_vectors": len(base), "queries": len(queries),
+            "bytes_per_vector": round(file.stat().st_size / args.size, 1),
+            "store_write_s": round(store_s, 1), "index_build_s": round(build_s, 1),
+            "open_s": round(open_s, 2), "exact_p50_ms": percentile_ms(exact_times, 50),
+            "rows": rows,
+        }
+        collection.close()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print_result(result, args.json, index_table)
+    return 0
+
+
+def index_table(r: dict[str, Any]) -> str:
+    lines = [
+        f"index: {r['size']:,} passages ({r['base_vectors']} real BBC passage vectors + noise "
+        f"{r['noise']}), {r['queries']} BBC headlines as queries, k=10, one query at a time",
+        "",
+        "| index | efSearch | recall@10 vs exact | p50 ms | p99 ms | speed-up vs exact (p50) |",
+        "|---|---|---|---|---|---|",
+        f"| Flat (exact, baseline) | - | 1.0 | {r['exact_p50_ms']} | - | 1.00x |",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {r['spec']} | {row['ef_search']} | {row['recall_at_10']} | {row['p50_ms']} "
+            f"| {row['p99_ms']} | {r['exact_p50_ms'] / row['p50_ms']:.0f}x |"
+        )
+    lines += [
+        "",
+        f"bytes/vector on disk: {r['bytes_per_vector']}; open (store + index file + model + "
+        f"first search): {r['open_s']} s; index built from the store in {r['index_build_s']} s "
+        f"(store written in {r['store_write_s']} s); manifest index: {r['manifest_spec']}",
+    ]
+    return "\n".join(lines)
+
+
+def time_queries(search: Any, queries: np.ndarray) -> list[float]:
+    search(queries[:1])  # warm
+    times = []
+    for i in range(len(queries)):
+        started = time.perf_counter()
+        search(queries[i : i + 1])
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def real_vectors(embedder: Any, n_base: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """BBC paragraph vectors and headline vectors from the embedder, cached on disk."""
+    import json
+
+    key = embedder.spec().get("export_fingerprint") or embedder.spec()["fingerprint"]
+    cache = CACHE / f"bbc-{embedder.spec()['backend']}-{key}-{n_base}-{n_queries}.npz"
+    if cache.exists():
+        saved = np.load(cache)
+        return saved["base"], saved["queries"]
+    records = [json.loads(line) for line in open(BBC, encoding="utf-8")]
+    paragraphs = [p for r in records for p in r["text"].split("\n\n") if len(p.split()) > 12]
+    step = max(1, len(paragraphs) // n_base)
+    base = embedder.embed_documents(paragraphs[::step][:n_base])
+    titles = [r["title"] for r in records][::-1][:n_queries]
+    queries = embedder.embed_queries(titles)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, base=base, queries=queries)
+    return base, queries
+
+
+def synthesize(base: np.ndarray, size: int, noise: float, seed: int = 0) -> np.ndarray:
+    """`size` unit vectors: random real vectors plus Gaussian noise, renormalised."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((size, base.shape[1]), dtype=np.float32)
+    for start in range(0, size, 100_000):
+        n = min(100_000, size - start)
+        chunk = base[rng.integers(0, len(base), n)]
+        chunk += noise * rng.standard_normal(chunk.shape, dtype=np.float32)
+        out[start : start + n] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+    return out
+
+
+def write_collection(path: Path, embedder: Any, vectors: np.ndarray, spec: str) -> None:
+    """A collection of 10-passage articles holding `vectors`, with no index file yet."""
+    from retrieval.collection import STORE, Collection
+    from retrieval.records import Article
+    from retrieval.store import NewPassage, Store
+
+    with Collection.open(path, embedder, index_spec=spec):
+        pass
+    for file in path.glob("index-*.faiss"):
+        file.unlink()
+    store = Store(path / STORE)
+    per_article, text = 10, "synthetic passage"
+    try:
+        for start in range(0, len(vectors), 100_000):
+            with store.transaction() as generation:
+                for a in range(start, min(start + 100_000, len(vectors)), per_article):
+                    article = Article(id=f"a{a // per_article}", title="", text=text)
+                    rows = [
+                        NewPassage(ordinal=i, start=0, end=len(text), text=text, n_tokens=4,
+                                   vector=vectors[a + i])
+                        for i in range(min(per_article, len(vectors) - a))
+                    ]
+                    store.put_article(article, rows, generation)
+    finally:
+        store.close()

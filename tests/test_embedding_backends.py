@@ -1,0 +1,125 @@
+"""The OpenVINO backends against sentence-transformers, and one backend per collection.
+
+The fp32 export must give sentence-transformers' vectors (cosine > 0.9999): that proves
+tokenisation, mean pooling and normalisation right. The int8 export may move vectors a
+little (mean cosine >= 0.99 on real news passages); its retrieval quality is measured by
+the SciFact evaluation (README, performance section). The int8 export is the production
+one, cached in ~/.cache/retrieval/models: the first run on a machine quantises (~1-2 min).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import DATASETS, SEEDS
+from retrieval.collection import Collection, default_embedder
+from retrieval.errors import InputError, ModelMismatchError
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="session")
+def passages():
+    """~60 real news paragraphs (BBC), or the seed articles' paragraphs without the set."""
+    corpus = DATASETS / "bbc" / "corpus.jsonl"
+    if corpus.exists():
+        texts = [json.loads(line)["text"] for line, _ in zip(open(corpus), range(15), strict=False)]
+    else:
+        texts = [path.read_text("utf-8") for path in sorted(SEEDS.glob("*.txt"))]
+    paragraphs = [p for text in texts for p in text.split("\n\n") if len(p.split()) > 8]
+    return paragraphs[:60] + ["rain in Spain", "who won the election?"]
+
+
+@pytest.fixture(scope="session")
+def fp32(tmp_path_factory):
+    from retrieval.embedding_openvino import OpenVinoEmbedder
+
+    return OpenVinoEmbedder(precision="fp32", cache_dir=tmp_path_factory.mktemp("ov-cache"))
+
+
+@pytest.fixture(scope="session")
+def int8():
+    from retrieval.embedding_openvino import OpenVinoEmbedder
+
+    return OpenVinoEmbedder(precision="int8")
+
+
+def test_fp32_export_gives_sentence_transformers_vectors(fp32, embedder, passages):
+    want = embedder.embed_documents(passages)
+    got = fp32.embed_documents(passages)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert (got * want).sum(axis=1).min() > 0.9999
+    queries = embedder.embed_queries(passages[-2:])
+    assert (fp32.embed_queries(passages[-2:]) * queries).sum(axis=1).min() > 0.9999
+    # the same tokenizer: the chunker sees the same lengths with either backend
+    assert [fp32.count_tokens(p) for p in passages] == [embedder.count_tokens(p) for p in passages]
+    assert fp32.token_offsets(passages[0]) == embedder.token_offsets(passages[0])
+
+
+def test_fp32_export_truncates_like_sentence_transformers(fp32, embedder):
+    long = " ".join(["the market rallied after the announcement"] * 80)  # ~480 pieces
+    assert fp32.count_tokens(long) > fp32.max_tokens == embedder.max_tokens == 256
+    got, want = fp32.embed_documents([long, "short"]), embedder.embed_documents([long, "short"])
+    assert (got * want).sum(axis=1).min() > 0.9999
+
+
+def test_int8_is_close_to_fp32(int8, fp32, passages):
+    cosines = (int8.embed_documents(passages) * fp32.embed_documents(passages)).sum(axis=1)
+    assert cosines.mean() >= 0.99 and cosines.min() >= 0.95
+    assert len(int8.embed_documents([])) == 0
+
+
+def test_int8_spec_names_the_export(int8, embedder):
+    spec = int8.spec()
+    assert spec["backend"] == "openvino-int8" and spec["model"] == "all-MiniLM-L6-v2"
+    assert spec["fingerprint"] == embedder.spec()["fingerprint"]  # the same source model
+    assert spec["recipe"].startswith("v1-cal") and len(spec["export_fingerprint"]) == 16
+
+
+def test_the_export_is_cached_and_reused(tmp_path, fp32):
+    from retrieval.embedding_openvino import OpenVinoEmbedder
+
+    again = OpenVinoEmbedder(precision="fp32", cache_dir=fp32._export.parent)  # no new export
+    assert again.spec() == fp32.spec()
+    assert not [p for p in fp32._export.parent.iterdir() if p.name.startswith(".export-")]
+
+
+def test_calibration_texts_are_fixed():
+    from retrieval.calibration import calibration_digest, calibration_texts
+
+    texts = calibration_texts()
+    assert len(texts) == 300 and texts == calibration_texts()
+    assert calibration_digest() == "f7c325b11c74"  # changing them changes every int8 model
+
+
+def test_a_collection_keeps_its_backend(tmp_path, int8, embedder, seed_articles):
+    path = tmp_path / "collection"
+    with Collection.open(path, int8) as collection:
+        collection.add_articles(seed_articles)
+        assert collection.manifest["embedder"]["backend"] == "openvino-int8"
+    with pytest.raises(ModelMismatchError, match="openvino-int8"):
+        Collection.open(path, embedder)  # torch vectors would not compare with int8 ones
+    rebuilt = default_embedder(json.loads((path / "manifest.json").read_text())["embedder"])
+    assert rebuilt.spec() == int8.spec()
+    with Collection.open(path) as reopened:  # no embedder given: the manifest's own
+        assert reopened.embedder.spec()["backend"] == "openvino-int8"
+
+
+def test_unknown_precision_and_pooling_are_refused(tmp_path):
+    from retrieval.embedding_openvino import OpenVinoEmbedder, check_mean_pooling
+
+    with pytest.raises(InputError, match="precision"):
+        OpenVinoEmbedder(precision="int4")
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "modules.json").write_text(json.dumps(
+        [{"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    ))
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
+    ))
+    with pytest.raises(InputError, match="mean-pooling"):
+        check_mean_pooling(tmp_path)
