@@ -1,0 +1,63 @@
+"""The `retrieval` command end to end, in process: index seeds/, search --json, info."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from retrieval.cli import main
+from conftest import SEEDS
+
+
+@pytest.fixture
+def indexed(tmp_path, capsys):
+    path = tmp_path / "collection"
+    assert main(["index", str(SEEDS), "--collection", str(path), "--quiet"]) == 0
+    capsys.readouterr()
+    return path
+
+
+def test_index_then_search_json(indexed, capsys):
+    query = "phone call between the Cuban and Chinese presidents"
+    assert main(["search", query, "--collection", str(indexed), "-k", "2", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 2
+    first = hits[0]
+    assert {"passage_id", "article_id", "score", "text", "start", "end"} <= set(first)
+    assert "by telephone" in first["text"] and first["start"] == 0
+
+
+def test_reindexing_unchanged_seeds_is_a_no_op(indexed, capsys):
+    assert main(["index", str(SEEDS), "--collection", str(indexed), "--quiet"]) == 0
+    assert "0 added, 0 updated, 1 unchanged" in capsys.readouterr().out
+
+
+def test_info_reports_agreement(indexed, capsys):
+    assert main(["info", "--collection", str(indexed), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["in_agreement"] and info["articles"] == 1 and info["passages"] == 3
+    assert info["max_passage_tokens"] <= 256
+
+
+def test_strict_refuses_a_batch_with_a_bad_line(indexed, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "ok", "text": "Fine."}\n{not json}\n', encoding="utf-8")
+    assert main(["index", str(bad), "--collection", str(indexed), "--strict", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:2:" in err and "nothing was indexed" in err
+    assert main(["info", "--collection", str(indexed), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["articles"] == 1
+
+
+def test_default_skips_the_bad_line_and_indexes_the_rest(indexed, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "ok", "text": "Fine words."}\n{not json}\n', encoding="utf-8")
+    assert main(["index", str(bad), "--collection", str(indexed), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert f"{bad}:2:" in captured.err and "1 added" in captured.out
+
+
+def test_search_without_a_collection_says_how_to_make_one(tmp_path, capsys):
+    assert main(["search", "anything", "--collection", str(tmp_path / "none")]) != 0
+    assert "retrieval index" in capsys.readouterr().err
