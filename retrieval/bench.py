@@ -74,7 +74,7 @@ class TimedEmbedder:
         vectors = self.inner.embed_documents(texts)
         self.seconds += time.perf_counter() - started
         self.texts.extend(texts)
-        return vectors
+        return np.asarray(vectors)
 
 
 def run_ingest(args: argparse.Namespace) -> int:
@@ -160,4 +160,6 @@ def print_result(result: dict[str, Any], as_json: bool, table: Any) -> None:
 
 
 def percentile_ms(seconds: Sequence[float], q: float) -> float:
-    return round(1000 * float(np.percentile(np.asarray(seconds), q)), 3) if seconds else float("nan")
+    if not seconds:
+        return float("nan")
+    return round(1000 * float(np.percentile(np.asarray(seconds), q)), 3)

@@ -75,8 +75,8 @@ def run_query_bench(args: argparse.Namespace) -> int:
         ],
     }
     print_result(result, args.json, query_table)
-    for error in errors[:5]:
-        print(f"error: {error}", file=sys.stderr)
+    for message in errors[:5]:
+        print(f"error: {message}", file=sys.stderr)
     return 1 if errors else 0
 
 

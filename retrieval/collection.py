@@ -80,7 +80,7 @@ class IngestReport:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +244,8 @@ class Collection:
                 continue
             self._index_generation = self._saved_generation = saved_generation
             return
-        self._index = FaissIndex(self.embedder.dim, self._wanted_spec(self.store.counts()["vectors"]))
+        spec = self._wanted_spec(self.store.counts()["vectors"])
+        self._index = FaissIndex(self.embedder.dim, spec)
         self._index_generation = 0
 
     def _catch_up(self, generation: int) -> None:
@@ -285,14 +286,16 @@ class Collection:
         for ids, vectors in self.store.vectors(self.embedder.dim):
             index.add(ids, vectors)
         self._index = index
-        if self.manifest["index"]["spec"] != wanted:
-            self.manifest = {**self.manifest, "index": {**self.manifest["index"], "spec": wanted}}
-            write_manifest(self.path, self.manifest)
-            self.index_spec = wanted
 
     def _save_index(self) -> None:
         """Writes the index as of its generation and drops older files (write lock held)."""
         assert self._index is not None
+        policy, spec = self.manifest["index"], self._index.spec
+        if policy.get("auto") and policy["spec"] != spec:
+            # Under "auto" the manifest names the index in use, which may have just changed.
+            self.manifest = {**self.manifest, "index": {**policy, "spec": spec}}
+            write_manifest(self.path, self.manifest)
+            self.index_spec = self._index.spec
         target = self.path / f"index-{self._index_generation:012d}.faiss"
         self._index.save(target)
         self._saved_generation = self._index_generation

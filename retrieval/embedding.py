@@ -122,11 +122,11 @@ class SentenceTransformerEmbedder:
 
     @property
     def dim(self) -> int:
-        return int(self._model.get_embedding_dimension())
+        return int(self._model.get_embedding_dimension() or 0)
 
     @property
     def max_tokens(self) -> int:
-        return int(self._model.max_seq_length)
+        return int(self._model.max_seq_length or 0)
 
     def spec(self) -> dict[str, Any]:
         return {

@@ -95,7 +95,9 @@ class OpenVinoEmbedder:
         self._tokenizer.enable_truncation(max_length=self._max_tokens)
         self._tokenizer.enable_padding(pad_id=self._tokenizer.token_to_id("[PAD]") or 0)
 
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1}
+        config = {
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+        }
         self._compiled = ov.Core().compile_model(str(self._export / "model.xml"), "CPU", config)
         self._request = self._compiled.create_infer_request()
         self._inputs = {port.get_any_name() for port in self._compiled.inputs}
@@ -213,7 +215,8 @@ def ensure_export(model_dir: Path, precision: str, cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=cache_dir))
     try:
-        logger.info("exporting %s to OpenVINO %s (once; cached in %s)", model_dir, precision, target)
+        logger.info("exporting %s to OpenVINO %s (once; cached in %s)",
+                    model_dir, precision, target)
         export(model_dir, tmp, precision=precision)
         info = {
             "source_fingerprint": fingerprint, "recipe": recipe, "precision": precision,
@@ -254,10 +257,11 @@ def export(model_dir: Path, out: Path, *, precision: str) -> None:
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
 
-    example = {k: torch.from_numpy(v) for k, v in encode_batch(tokenizer, ["an example", "two"]).items()}
+    feed = encode_batch(tokenizer, ["an example", "two"])
+    example = {name: torch.from_numpy(array) for name, array in feed.items()}
     with torch.no_grad(), warnings.catch_warnings():
         # Tracing warns about Python branches on shapes; dynamic shapes are set below.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         model = ov.convert_model(LastHiddenState(), example_input=example)
     model.reshape({port.get_any_name(): ov.PartialShape([-1, -1]) for port in model.inputs})
     if precision == "int8":

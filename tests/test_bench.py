@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import DATASETS
+
 from retrieval.bench import ingest_table
 from retrieval.cli import main
 

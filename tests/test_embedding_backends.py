@@ -13,8 +13,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import DATASETS, SEEDS
+
 from retrieval.collection import Collection, default_embedder
 from retrieval.errors import InputError, ModelMismatchError
 
@@ -26,7 +26,8 @@ def passages():
     """~60 real news paragraphs (BBC), or the seed articles' paragraphs without the set."""
     corpus = DATASETS / "bbc" / "corpus.jsonl"
     if corpus.exists():
-        texts = [json.loads(line)["text"] for line, _ in zip(open(corpus), range(15), strict=False)]
+        with open(corpus, encoding="utf-8") as handle:
+            texts = [json.loads(line)["text"] for line, _ in zip(handle, range(15), strict=False)]
     else:
         texts = [path.read_text("utf-8") for path in sorted(SEEDS.glob("*.txt"))]
     paragraphs = [p for text in texts for p in text.split("\n\n") if len(p.split()) > 8]
@@ -116,7 +117,8 @@ def test_unknown_precision_and_pooling_are_refused(tmp_path):
         OpenVinoEmbedder(precision="int4")
     (tmp_path / "1_Pooling").mkdir()
     (tmp_path / "modules.json").write_text(json.dumps(
-        [{"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        [{"idx": 1, "name": "1", "path": "1_Pooling",
+          "type": "sentence_transformers.models.Pooling"}]
     ))
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(
         {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}

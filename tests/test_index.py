@@ -149,8 +149,88 @@ def test_approximate_index_over_many_vectors_with_restrictive_and_broad_filters(
             got = approx.search(queries, 25, allowed=allowed)[1]
             want = oracle.search(queries, 25, allowed=allowed)[1]
             assert ((got >= 0).sum(axis=1) == (want >= 0).sum(axis=1)).all()
-            recall = np.mean([len(set(g) & set(w[w >= 0])) / (w >= 0).sum() for g, w in zip(got, want, strict=True)])
+            pairs = zip(got, want, strict=True)
+            recall = np.mean([len(set(g) & set(w[w >= 0])) / (w >= 0).sum() for g, w in pairs])
             assert recall >= 0.9
             assert not np.isin(got[got >= 0], ids[::2]).any()
     finally:
         module.EXACT_FILTER_LIMIT = limit
+
+
+# -- the approximate index inside a collection ---------------------------------------------
+
+
+@pytest.fixture
+def articles():
+    from retrieval.calibration import calibration_texts
+    from retrieval.records import Article
+
+    texts = calibration_texts()
+    return [
+        Article(id=f"a{i}", title=f"Story {i}", text="\n\n".join(texts[3 * i : 3 * i + 3]))
+        for i in range(12)
+    ]
+
+
+def dense_ids(collection, query, k=50, filters=None):
+    from retrieval.search import Retriever
+
+    hits = Retriever(collection).search(query, k, filters=filters)
+    return [hit.passage_id for hit in hits], {hit.article_id for hit in hits}
+
+
+def test_auto_policy_switches_to_the_approximate_index_and_back_on_disk(
+    tmp_path, monkeypatch, embedder, articles
+):
+    from retrieval import collection as module
+    from retrieval.collection import Collection
+
+    monkeypatch.setattr(module, "AUTO_ABOVE", 20)
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as collection:
+        collection.add_articles(articles[:2])
+        assert collection.index.spec == "Flat" and collection.manifest["index"]["spec"] == "Flat"
+        collection.add_articles(articles[2:])
+        assert len(collection.index) >= 20
+        assert collection.index.spec == "HNSW32,SQ8"
+        assert collection.manifest["index"]["auto"]["spec"] == "HNSW32,SQ8"
+    with Collection.open(path, embedder, index_spec="auto") as reopened:  # loaded, not rebuilt
+        assert reopened.index.spec == "HNSW32,SQ8" and reopened.info().in_agreement
+        assert reopened.manifest["index"]["spec"] == "HNSW32,SQ8"
+
+
+def test_deletes_updates_and_filters_stay_right_with_the_approximate_index(
+    tmp_path, embedder, articles
+):
+    from dataclasses import replace
+
+    from retrieval.collection import Collection
+    from retrieval.records import Filters
+
+    path = tmp_path / "c"
+    with Collection.open(path, embedder, index_spec="HNSW32,SQ8") as collection:
+        collection.add_articles(articles)
+        index = collection.index
+        assert index.approximate and index.tombstone_fraction == 0
+        before = len(index)
+        removed = collection.delete_article("a3")
+        assert collection.index is index and len(index) == before - removed  # a tombstone
+        assert 0 < index.tombstone_fraction < 0.2
+        _, found = dense_ids(collection, articles[3].text[:200])
+        assert "a3" not in found
+        # an update replaces the article's passages: old ones never come back
+        changed = replace(articles[4], text="Completely new text about volcanic eruptions.")
+        collection.add_articles([changed])
+        ids, found = dense_ids(collection, "volcanic eruptions")
+        assert ids and collection.passage(ids[0]).article_id == "a4"
+        assert len([i for i in ids if collection.passage(i).article_id == "a4"]) == 1
+        # a restrictive filter still returns every match there is, none from elsewhere
+        ids, found = dense_ids(collection, "profits", k=10, filters=Filters(article_ids=("a5",)))
+        assert found == {"a5"} and len(ids) == len(collection.passages_of("a5"))
+        assert collection.info().in_agreement
+    with Collection.open(path, embedder) as reopened:  # tombstones survive save and load
+        assert reopened.index.tombstone_fraction > 0 and reopened.info().in_agreement
+        assert "a3" not in dense_ids(reopened, articles[3].text[:200])[1]
+        for article in ("a0", "a1", "a2"):  # past COMPACT_ABOVE the index is rebuilt
+            reopened.delete_article(article)
+        assert reopened.index.tombstone_fraction == 0 and reopened.info().in_agreement
