@@ -7,7 +7,6 @@ matching hits come back whenever k exist, never fewer because of post-filtering.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -16,12 +15,15 @@ import numpy as np
 
 from retrieval.collection import Collection
 from retrieval.errors import EmptyIndexError, InputError
+from retrieval.lexical import Fts5Index, LexicalIndex
+from retrieval.lexical import fts_query as fts_query  # re-exported: it lived here first
 from retrieval.records import Filters, Hit
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
 # Reciprocal rank fusion constant (Cormack et al. 2009): damps the head of each list.
 RRF_K = 60
+FUSION_METHODS = ("rrf", "minmax", "zscore")
 # Candidates each half of a hybrid search contributes to the fusion.
 HYBRID_CANDIDATES = 100
 MAX_K = 10_000
@@ -48,16 +50,67 @@ class Candidate:
     score: float
 
 
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    """How hybrid search merges the dense and the lexical ranking.
+
+    Attributes:
+        method: "rrf" (reciprocal rank fusion: ranks only), "minmax" or "zscore" (each
+            list's scores normalised, then a weighted sum).
+        alpha: weight of the dense score in a normalised fusion (the lexical one gets
+            1 - alpha); ignored by RRF. A passage missing from one list gets that list's
+            lowest normalised score.
+    """
+
+    method: str = "zscore"
+    alpha: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.method not in FUSION_METHODS:
+            choices = ", ".join(FUSION_METHODS)
+            raise InputError(f"unknown fusion {self.method!r}: use one of {choices}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"fusion alpha must be in [0, 1], got {self.alpha}")
+
+    @classmethod
+    def parse(cls, spec: str) -> Fusion:
+        """"rrf", "minmax:0.3" or "zscore:0.5" (method, then the dense weight)."""
+        method, _, alpha = spec.partition(":")
+        try:
+            return cls(method, float(alpha)) if alpha else cls(method)
+        except ValueError:
+            raise InputError(
+                f"bad fusion {spec!r}: expected rrf, minmax:ALPHA or zscore:ALPHA"
+            ) from None
+
+    def __str__(self) -> str:
+        return "rrf" if self.method == "rrf" else f"{self.method}:{self.alpha:g}"
+
+
+# Chosen on SciFact's train split (qrels/train.tsv) only; see the README's evaluation section.
+DEFAULT_FUSION = Fusion("zscore", 0.6)
+
+
 class Retriever:
     """Searches one collection.
 
     Args:
         collection: an open Collection; the Retriever refreshes it before each search,
             so writes by other processes become visible.
+        fusion: how hybrid search merges dense and lexical results.
+        lexical: the BM25 index; by default SQLite FTS5 over the collection's store.
     """
 
-    def __init__(self, collection: Collection) -> None:
+    def __init__(
+        self,
+        collection: Collection,
+        *,
+        fusion: Fusion = DEFAULT_FUSION,
+        lexical: LexicalIndex | None = None,
+    ) -> None:
         self.collection = collection
+        self.fusion = fusion
+        self.lexical = lexical if lexical is not None else Fts5Index(collection.store)
 
     def search(
         self,
@@ -181,12 +234,12 @@ class Retriever:
             assert vector is not None
             return self._dense(vector, k, allowed)
         if mode == "lexical":
-            return self._lexical(query, k, filters)
+            return self._lexical(query, k, filters, allowed)
         assert vector is not None
         depth = max(k, HYBRID_CANDIDATES)
-        return reciprocal_rank_fusion(
-            [self._dense(vector, depth, allowed), self._lexical(query, depth, filters)]
-        )[:k]
+        dense = self._dense(vector, depth, allowed)
+        lexical = self._lexical(query, depth, filters, allowed)
+        return fuse(dense, lexical, self.fusion)[:k]
 
     def _dense(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[Candidate]:
         if allowed is not None and len(allowed) == 0:
@@ -194,11 +247,12 @@ class Retriever:
         scores, ids = self.collection.index.search(vector, k, allowed=allowed)
         return [Candidate(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
 
-    def _lexical(self, query: str, k: int, filters: Filters) -> list[Candidate]:
-        match = fts_query(query)
-        if not match:
+    def _lexical(
+        self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
+    ) -> list[Candidate]:
+        if allowed is not None and len(allowed) == 0:
             return []
-        rows = self.collection.store.lexical(match, k, filters)
+        rows = self.lexical.search(query, k, filters=filters, allowed=allowed)
         return [Candidate(passage_id, score) for passage_id, score in rows]
 
     def _hits(self, candidates: Sequence[Candidate]) -> list[Hit]:
@@ -217,6 +271,51 @@ class Retriever:
                 )
             )
         return hits
+
+
+def fuse(
+    dense: Sequence[Candidate], lexical: Sequence[Candidate], fusion: Fusion
+) -> list[Candidate]:
+    """One ranking from the dense and the lexical one, best first (ties by passage id)."""
+    if fusion.method == "rrf":
+        return reciprocal_rank_fusion([dense, lexical])
+    return normalized_score_fusion(dense, lexical, alpha=fusion.alpha, method=fusion.method)
+
+
+def normalized_score_fusion(
+    dense: Sequence[Candidate], lexical: Sequence[Candidate], *, alpha: float, method: str
+) -> list[Candidate]:
+    """alpha * dense + (1 - alpha) * lexical, each list's scores normalised first.
+
+    "minmax" maps a list onto [0, 1]; "zscore" subtracts its mean and divides by its
+    standard deviation. A passage found by one list only gets the other's lowest
+    normalised score (as if ranked just below its last candidate).
+    """
+    parts = [(alpha, _normalized(dense, method)), (1.0 - alpha, _normalized(lexical, method))]
+    floors = [min(normalized.values(), default=0.0) for _, normalized in parts]
+    ids = dict.fromkeys(c.passage_id for c in (*dense, *lexical))
+    scores = {
+        passage_id: sum(
+            weight * normalized.get(passage_id, floor)
+            for (weight, normalized), floor in zip(parts, floors, strict=True)
+        )
+        for passage_id in ids
+    }
+    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    return [Candidate(passage_id, score) for passage_id, score in ordered]
+
+
+def _normalized(candidates: Sequence[Candidate], method: str) -> dict[int, float]:
+    if not candidates:
+        return {}
+    scores = np.array([c.score for c in candidates], dtype=np.float64)
+    if method == "minmax":
+        spread = scores.max() - scores.min()
+        values = (scores - scores.min()) / spread if spread > 0 else np.ones_like(scores)
+    else:
+        std = scores.std()
+        values = (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
+    return {c.passage_id: float(v) for c, v in zip(candidates, values, strict=True)}
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[Candidate]]) -> list[Candidate]:
@@ -242,18 +341,6 @@ def cap_per_article(
             seen[article] = seen.get(article, 0) + 1
             kept.append(candidate)
     return kept
-
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def fts_query(query: str) -> str:
-    """An FTS5 MATCH expression: any of the query's words, each quoted.
-
-    Quoting keeps user text from being read as FTS5 syntax (AND, NEAR, column:, quotes).
-    """
-    words = dict.fromkeys(word.lower() for word in _WORD.findall(query))
-    return " OR ".join(f'"{word}"' for word in words)
 
 
 def check_arguments(

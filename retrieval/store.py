@@ -232,6 +232,21 @@ class Store:
         )
         return [(row[0], row[1]) for row in rows]
 
+    def passage_texts(self) -> tuple[int, NDArray[np.int64], list[str]]:
+        """Every passage as "title\ntext", with its id, and the generation they reflect.
+
+        Read in one transaction, so the generation and the passages agree even while
+        another process writes (for indexes derived from the store, such as bm25s).
+        """
+        self._db.execute("BEGIN")
+        try:
+            generation = self.generation()
+            rows = self._db.execute("SELECT id, title, text FROM passages ORDER BY id").fetchall()
+        finally:
+            self._db.execute("COMMIT")
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        return generation, ids, [f"{row[1]}\n{row[2]}" for row in rows]
+
     def counts(self) -> dict[str, int]:
         one = self._db.execute
         return {
