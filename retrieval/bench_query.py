@@ -129,8 +129,7 @@ def serve_naive(collection: str, port: int) -> None:
     import faiss
     import numpy as np
     import uvicorn
-    from fastapi import FastAPI
-    from pydantic import BaseModel
+    from fastapi import Body, FastAPI
     from sentence_transformers import SentenceTransformer
 
     from retrieval.collection import STORE, read_manifest
@@ -147,18 +146,14 @@ def serve_naive(collection: str, port: int) -> None:
     model = SentenceTransformer(str(default_model_path()), device="cpu", local_files_only=True)
     app = FastAPI()
 
-    class Query(BaseModel):
-        query: str
-        k: int = 10
-
     @app.get("/readyz")
     def ready() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.post("/search")
-    def search(body: Query) -> dict[str, Any]:
-        vector = model.encode([body.query], normalize_embeddings=True, convert_to_numpy=True)
-        scores, ids = index.search(np.asarray(vector, np.float32), body.k)
+    def search(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        vector = model.encode([body["query"]], normalize_embeddings=True, convert_to_numpy=True)
+        scores, ids = index.search(np.asarray(vector, np.float32), int(body.get("k", 10)))
         return {"hits": [{"passage_id": int(i), "score": float(s)}
                          for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]}
 

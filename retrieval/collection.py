@@ -40,7 +40,7 @@ from retrieval.errors import (
     ModelMismatchError,
     NotFoundError,
 )
-from retrieval.index import APPROXIMATE_SPEC, FaissIndex
+from retrieval.index import APPROXIMATE_SPEC, FaissIndex, approximate_spec, training_size
 from retrieval.records import Article, Passage
 from retrieval.store import NewPassage, Store
 
@@ -56,7 +56,7 @@ DEFAULT_BACKEND = "torch"
 # Index policy of new collections ("auto"): exact search up to AUTO_ABOVE passages, then
 # the approximate index. At 20,000 vectors an exact scan costs about as much as embedding
 # the query with the int8 model (~3 ms on 2 cores) and grows linearly from there, while
-# HNSW32,SQ8 stays near 1 ms at recall@10 ~0.99 (`retrieval bench index` measures it).
+# IVF,SQ8 stays near 1-1.5 ms at recall@10 ~0.97 (`retrieval bench index` measures it).
 AUTO_ABOVE = 20_000
 # An approximate index is rebuilt from the store once this share of its slots is removed
 # passages (HNSW cannot delete; removed rows stay as tombstones until then).
@@ -245,8 +245,12 @@ class Collection:
             self._index_generation = self._saved_generation = saved_generation
             return
         spec = self._wanted_spec(self.store.counts()["vectors"])
-        self._index = FaissIndex(self.embedder.dim, spec)
-        self._index_generation = 0
+        if spec == "Flat":
+            self._index = FaissIndex(self.embedder.dim, spec)
+            self._index_generation = 0
+        else:  # trained on a sample of the whole store, then filled: current as of now
+            self._index = self._build_index(spec)
+            self._index_generation = generation
 
     def _catch_up(self, generation: int) -> None:
         assert self._index is not None
@@ -263,14 +267,28 @@ class Collection:
         self._index_generation = generation
 
     def _wanted_spec(self, n_vectors: int) -> str:
-        """The index spec for a collection of this size, by the manifest's policy."""
+        """The index spec for a collection of this size, by the manifest's policy.
+
+        "IVF,SQ8" in the policy means an IVF with lists for the size (`approximate_spec`);
+        the current IVF index stays while its lists are within 2x of that, so a growing
+        collection is re-clustered each time it quadruples, not at every ingest.
+        """
         auto = self.manifest["index"].get("auto")
         if not auto:
             return self.index_spec
         # Hysteresis: only a collection shrunk to half the threshold goes back to exact.
-        current_is_exact = self._index is None or not self._index.approximate
-        above = auto["above"] if current_is_exact else auto["above"] // 2
-        return str(auto["spec"]) if n_vectors >= above else "Flat"
+        current = self._index
+        above = auto["above"] if current is None or not current.approximate else auto["above"] // 2
+        if n_vectors < above:
+            return "Flat"
+        if auto["spec"] != APPROXIMATE_SPEC:
+            return str(auto["spec"])
+        wanted = approximate_spec(n_vectors)
+        if current is not None and current.ivf:
+            lists, wanted_lists = ivf_lists_of(current.spec), ivf_lists_of(wanted)
+            if wanted_lists // 2 <= lists <= wanted_lists * 2:
+                return current.spec
+        return wanted
 
     def _maintain_index(self) -> None:
         """Switches index type past the size threshold, or compacts tombstones (write lock held).
@@ -281,11 +299,29 @@ class Collection:
         wanted = self._wanted_spec(len(self._index))
         if wanted == self._index.spec and self._index.tombstone_fraction <= COMPACT_ABOVE:
             return
-        logger.info("rebuilding the index of %s as %s from the store", self.path, wanted)
-        index = FaissIndex(self.embedder.dim, wanted)
+        self._index = self._build_index(wanted)
+
+    def _build_index(self, spec: str) -> FaissIndex:
+        """A new index of this spec over every stored vector, trained on a sample of them."""
+        logger.info("building the index of %s as %s from the store", self.path, spec)
+        index = FaissIndex(self.embedder.dim, spec)
+        wanted = training_size(spec)
+        sample = self._sample_vectors(wanted) if wanted else None
+        if sample is not None and len(sample):  # an empty store trains on its first add
+            index.train(sample)
         for ids, vectors in self.store.vectors(self.embedder.dim):
             index.add(ids, vectors)
-        self._index = index
+        return index
+
+    def _sample_vectors(self, n: int) -> np.ndarray:
+        """About n stored vectors drawn evenly (seeded: the same store gives the same index)."""
+        total = max(1, self.store.counts()["vectors"])
+        rng = np.random.default_rng(0)
+        parts = [
+            vectors[rng.random(len(vectors)) < n / total]
+            for _, vectors in self.store.vectors(self.embedder.dim)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.embedder.dim), np.float32)
 
     def _save_index(self) -> None:
         """Writes the index as of its generation and drops older files (write lock held)."""
@@ -627,3 +663,9 @@ def check_settings(
             f"{path} uses index {manifest['index']['spec']!r}, not {index_spec!r}: "
             "use the same index, or index into a new collection"
         )
+
+
+def ivf_lists_of(spec: str) -> int:
+    """The number of lists in an "IVF<n>,..." spec; 0 for other specs."""
+    head = spec.split(",")[0]
+    return int(head[3:]) if head.startswith("IVF") and head[3:].isdigit() else 0

@@ -4,18 +4,20 @@
 hold it against. Ids are int64 passage ids, so deletes and updates touch only their rows.
 Both clamp k to the index size: FAISS would pad the answer with id -1 and score -inf.
 
-`FaissIndex` is exact ("Flat") or approximate (HNSW, optionally with 8-bit scalar
-quantisation: "HNSW32,SQ8"). HNSW cannot remove vectors, so a removed passage becomes a
-tombstone: its slot's id is set to -1 and every search excludes negative ids. Searches
-that an HNSW graph cannot answer well fall back to an exact scan of the same stored
-codes: a restrictive filter (few allowed ids), or a row that came back short of k hits.
-Tombstones cost memory and some speed; `tombstone_fraction` tells the owner when to
-rebuild (the Collection rebuilds from its store).
+`FaissIndex` is exact ("Flat") or approximate: an inverted file over 8-bit scalar
+quantised codes ("IVF4096,SQ8", the one collections choose when large) or an HNSW graph
+("HNSW32", "HNSW32,SQ8"). IVF removes vectors itself. HNSW cannot, so a removed passage
+becomes a tombstone there: its slot's id is set to -1 and every search excludes negative
+ids; `tombstone_fraction` tells the owner when to rebuild. Searches that an approximate
+index cannot answer well fall back to an exact scan of the same stored codes: a
+restrictive filter (few allowed ids), or a row that came back short of k hits.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,9 +26,12 @@ from numpy.typing import NDArray
 
 from retrieval.errors import InputError
 
-# Approximate index for large collections: ~664 bytes/vector; `retrieval bench index`
-# measures its recall@10 against exact search and its latency at 1M passages.
-APPROXIMATE_SPEC = "HNSW32,SQ8"
+# Approximate index for large collections: IVF with ~4*sqrt(n) lists over 8-bit codes,
+# ~390 bytes/vector. At 1M realistic vectors with headline queries it reached recall@10
+# 0.97 at ~1.4 ms (nprobe 16) where HNSW32,SQ8 reached 0.89 at efSearch 512
+# (`retrieval bench index` measures it).
+APPROXIMATE_SPEC = "IVF,SQ8"  # the number of lists is chosen by size: approximate_spec(n)
+NPROBE = 16
 EF_SEARCH = 128
 # Graph quality at build time: FAISS's default 40 left recall@10 at ~0.90 (efSearch 128)
 # on 100k realistic vectors; 80 reached ~0.95 for twice the build time.
@@ -34,10 +39,51 @@ EF_CONSTRUCTION = 80
 # Allowed sets up to this size are searched exactly (decode their codes, one matmul):
 # cheaper than a graph walk that must skip most nodes, and never short of k hits.
 EXACT_FILTER_LIMIT = 20_000
-# FAISS 1.15 sends query batches to BLAS only from 128,000 queries on; batches of a few
-# queries (the service's micro-batches) are much faster through sgemm.
-BLAS_THRESHOLD = 8
+# faiss.cvar.distance_compute_blas_threshold is left at FAISS 1.15's default (128,000),
+# measured on these 2 cores over 20,000 vectors, one thread: a single query took 1.75 ms
+# on FAISS's own kernel and 7.1 ms through BLAS with any low threshold (2, 16, 64); 16
+# queries took 9.4 ms through BLAS and 24 ms without, 64 queries 15 vs 117 ms. The
+# default already sends single queries to the kernel and batches of 16+ to BLAS there:
+# lowering it (as once advised) made every single-query exact search 4x slower.
 _NOT_REMOVED = (0, 2**62)  # the id range of live rows: tombstones are negative
+# Few-query searches run on one OpenMP thread: on 2 busy cores a second thread's wake-up
+# cost ~8 ms per query where the search itself takes ~1 ms.
+_FEW_QUERIES = 8
+
+
+def ivf_lists(n_vectors: int) -> int:
+    """Inverted lists for n vectors: a power of two near 4*sqrt(n), 39+ vectors per list."""
+    target = 4 * max(n_vectors, 1) ** 0.5
+    lists = 2 ** max(0, round(np.log2(target)))
+    while lists > 1 and lists * 39 > n_vectors:
+        lists //= 2
+    return int(lists)
+
+
+def approximate_spec(n_vectors: int) -> str:
+    return f"IVF{ivf_lists(n_vectors)},SQ8"
+
+
+def training_size(spec: str) -> int:
+    """Vectors to train a spec on: 50 per IVF list, 100k for scalar quantisers, else 0."""
+    if spec.startswith("IVF"):
+        return 50 * int(spec[3:].split(",")[0])
+    return 100_000 if "SQ" in spec else 0
+
+
+@contextmanager
+def single_threaded(active: bool) -> Iterator[None]:
+    import faiss
+
+    if not active:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 if TYPE_CHECKING:
     pass
@@ -143,26 +189,36 @@ class FaissIndex:
     """
 
     def __init__(
-        self, dim: int, spec: str = "Flat", *, ef_search: int = EF_SEARCH, _index: Any = None
+        self, dim: int, spec: str = "Flat", *, ef_search: int = EF_SEARCH, nprobe: int = NPROBE,
+        _index: Any = None,
     ) -> None:
         import faiss
 
-        faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
         self._dim = dim
         self.ef_search = ef_search
+        self.nprobe = nprobe
         if _index is None:
             inner = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
             if isinstance(inner, faiss.IndexHNSW):
                 inner.hnsw.efConstruction = EF_CONSTRUCTION
-            # IndexIDMap2 keeps a reverse map for remove_ids; HNSW cannot remove, so
-            # approximate indexes use tombstones instead and need no reverse map.
-            wrapper = faiss.IndexIDMap2 if spec == "Flat" else faiss.IndexIDMap
-            _index = wrapper(inner)
+            # IVF keeps passage ids itself and removes by id. IndexIDMap2 keeps a reverse
+            # map for remove_ids over Flat; HNSW cannot remove, so it uses tombstones and
+            # needs no reverse map.
+            if isinstance(inner, faiss.IndexIVF):
+                _index = inner
+            else:
+                _index = (faiss.IndexIDMap2 if spec == "Flat" else faiss.IndexIDMap)(inner)
+        # Keep the object we were given: a downcast copy of an IndexIDMap would not hold
+        # the Python reference that keeps its inner index alive.
         self._index = _index
-        self._inner = faiss.downcast_index(_index.index)
+        self.ivf = isinstance(_index, faiss.IndexIVF)
+        self._inner = self._index if self.ivf else faiss.downcast_index(self._index.index)
         self.spec = describe(self._inner, spec)
         self.approximate = self.spec != "Flat"
-        self._ids = faiss.vector_to_array(_index.id_map).astype(np.int64)
+        if self.ivf:
+            self._ids = ivf_ids(self._index)
+        else:
+            self._ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
         self._dead = int(np.count_nonzero(self._ids < 0))
         self._sorted: tuple[Ids, Ids] | None = None  # (order, ids[order]) for lookups
 
@@ -193,11 +249,30 @@ class FaissIndex:
         ids = check_ids(ids, len(vectors))
         if np.any(ids < 0):
             raise InputError("ids must be non-negative")
-        if not self._index.is_trained:
-            self._index.train(vectors)
+        self.train(vectors)
         self._index.add_with_ids(vectors, ids)
         self._ids = np.concatenate([self._ids, ids])
         self._sorted = None
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    def train(self, vectors: Vectors) -> None:
+        """Learns quantiser ranges or IVF lists from a sample, once; later calls do nothing.
+
+        Raises:
+            InputError: fewer vectors than the IVF index has lists.
+        """
+        if self._index.is_trained:
+            return
+        vectors = check_vectors(vectors, self._dim)
+        if self.ivf and len(vectors) < self._index.nlist:
+            raise InputError(
+                f"{self.spec} needs at least {self._index.nlist} vectors to train, "
+                f"got {len(vectors)}: use fewer lists for a collection this small"
+            )
+        self._index.train(vectors)
 
     def remove(self, ids: Ids) -> None:
         import faiss
@@ -205,7 +280,10 @@ class FaissIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if not len(ids):
             return
-        if not self.approximate:
+        if self.ivf:
+            self._index.remove_ids(faiss.IDSelectorBatch(ids))
+            self._ids = self._ids[~np.isin(self._ids, ids)]
+        elif not self.approximate:
             self._index.remove_ids(ids)
             self._ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
         else:
@@ -232,23 +310,28 @@ class FaissIndex:
             return empty.astype(np.float32), np.full(empty.shape, -1, dtype=np.int64)
         if allowed is not None:
             allowed = np.unique(np.asarray(allowed, dtype=np.int64))
-        if not self.approximate:
-            return self._search_faiss(queries, k, allowed)
-        if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT:
-            return self._search_exact_small(queries, k, allowed)
-        scores, ids = self._search_faiss(queries, k, allowed)
-        expected = k if allowed is None else min(k, len(self._positions(allowed)))
-        short = np.flatnonzero((ids >= 0).sum(axis=1) < expected)
-        if len(short):  # the graph walk ran out of candidates: scan these rows exactly
-            scores[short], ids[short] = self._search_exact_scan(queries[short], k, allowed)
-        return scores, ids
+        with single_threaded(len(queries) < _FEW_QUERIES):
+            if not self.approximate:
+                return self._search_faiss(queries, k, allowed)
+            if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT:
+                return self._search_exact_small(queries, k, allowed)
+            scores, ids = self._search_faiss(queries, k, allowed)
+            expected = k if allowed is None else min(k, len(self._positions(allowed)))
+            short = np.flatnonzero((ids >= 0).sum(axis=1) < expected)
+            if len(short):  # the probed lists or the graph walk ran short: scan exactly
+                scores[short], ids[short] = self._search_exact_scan(queries[short], k, allowed)
+            return scores, ids
 
     def _search_faiss(
-        self, queries: Vectors, k: int, allowed: Ids | None
+        self, queries: Vectors, k: int, allowed: Ids | None, *, exhaustive: bool = False
     ) -> tuple[NDArray[np.float32], Ids]:
         import faiss
 
-        if self.approximate:
+        params: Any
+        if self.ivf:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = self._index.nlist if exhaustive else self.nprobe
+        elif self.approximate:
             params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
             params.efSearch = max(self.ef_search, k)
         else:
@@ -273,6 +356,8 @@ class FaissIndex:
     def _search_exact_small(
         self, queries: Vectors, k: int, allowed: Ids
     ) -> tuple[NDArray[np.float32], Ids]:
+        if self.ivf:  # every list, only the allowed codes: exact over the stored codes
+            return self._search_faiss(queries, k, allowed, exhaustive=True)
         positions = self._positions(allowed)
         k_found = min(k, len(positions))
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
@@ -289,10 +374,12 @@ class FaissIndex:
     def _search_exact_scan(
         self, queries: Vectors, k: int, allowed: Ids | None
     ) -> tuple[NDArray[np.float32], Ids]:
-        """Exact scan of the HNSW graph's stored codes, live (and allowed) rows only."""
+        """Exact scan of the stored codes, live (and allowed) rows only."""
         import faiss
 
-        storage = faiss.downcast_index(self._inner.storage)  # type: ignore[attr-defined]
+        if self.ivf:
+            return self._search_faiss(queries, k, allowed, exhaustive=True)
+        storage = faiss.downcast_index(self._inner.storage)  # type: ignore[union-attr]
         params = faiss.SearchParameters()
         live = self._positions(allowed) if allowed is not None else np.flatnonzero(self._ids >= 0)
         params.sel = faiss.IDSelectorBatch(live)
@@ -301,11 +388,17 @@ class FaissIndex:
         return _clean(scores, ids)
 
     def ids(self) -> Ids:
-        """Every live id in the index, in insertion order."""
+        """Every live id in the index (in insertion order; IVF: in list order)."""
         return self._ids[self._ids >= 0].copy()
 
     def vectors(self, ids: Ids) -> Vectors:
-        """The stored vectors (decoded, for quantised indexes) of live ids, in `ids` order."""
+        """The stored vectors (decoded, for quantised indexes) of live ids, in `ids` order.
+
+        Raises:
+            InputError: an id is not in the index, or the index is IVF (no id lookup).
+        """
+        if self.ivf:
+            raise InputError("an IVF index cannot look vectors up by id: read them from the store")
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         positions = self._positions(np.unique(ids))
         found = dict(zip(self._ids[positions].tolist(), positions.tolist(), strict=True))
@@ -337,6 +430,11 @@ def describe(inner: Any, fallback: str) -> str:
 
     if isinstance(inner, faiss.IndexFlat):
         return "Flat"
+    if isinstance(inner, faiss.IndexIVFScalarQuantizer):
+        bits = ",SQ8" if inner.sq.qtype == faiss.ScalarQuantizer.QT_8bit else ",SQ"
+        return f"IVF{inner.nlist}{bits}"
+    if isinstance(inner, faiss.IndexIVFFlat):
+        return f"IVF{inner.nlist},Flat"
     if isinstance(inner, faiss.IndexHNSW):
         storage = faiss.downcast_index(inner.storage)
         spec = f"HNSW{inner.hnsw.nb_neighbors(1)}"  # type: ignore[attr-defined]
@@ -344,6 +442,18 @@ def describe(inner: Any, fallback: str) -> str:
             spec += ",SQ8" if storage.sq.qtype == faiss.ScalarQuantizer.QT_8bit else ",SQ"
         return spec
     return fallback
+
+
+def ivf_ids(index: Any) -> Ids:
+    """Every id held in an IVF index's inverted lists."""
+    import faiss
+
+    lists = index.invlists
+    parts = [
+        faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+        for i in range(index.nlist) if lists.list_size(i)
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
 def _clean(scores: NDArray[Any], ids: NDArray[Any]) -> tuple[NDArray[np.float32], Ids]:

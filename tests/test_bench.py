@@ -38,10 +38,10 @@ def test_bench_index_measures_recall_against_exact(capsys, monkeypatch, tmp_path
 
     monkeypatch.setattr(bench_index, "CACHE", tmp_path / "cache")
     argv = ["bench", "index", "--size", "600", "--spec", "HNSW32,SQ8", "--queries", "12",
-            "--base", "40", "--ef", "16,64", "--backend", "torch", "--json"]
+            "--base", "40", "--probes", "16,64", "--backend", "torch", "--json"]
     result = run_json(capsys, argv)
     assert result["spec"] == "HNSW32,SQ8" and result["size"] == 600
-    assert [row["ef_search"] for row in result["rows"]] == [16, 64]
+    assert result["param"] == "efSearch" and [r["efSearch"] for r in result["rows"]] == [16, 64]
     assert all(0.5 <= row["recall_at_10"] <= 1 for row in result["rows"])
     assert 0 < result["bytes_per_vector"] < 2000 and result["open_s"] > 0
     assert list((tmp_path / "cache").glob("*.npz"))  # real vectors are cached for reruns
