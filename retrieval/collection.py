@@ -51,8 +51,10 @@ MANIFEST = "manifest.json"
 STORE = "store.sqlite"
 LOCK = "write.lock"
 BACKENDS = ("torch", "openvino-int8", "openvino-fp32")
-# The backend of new collections when none is chosen (see the README's performance notes).
-DEFAULT_BACKEND = "torch"
+# The backend of new collections when none is chosen, if the `fast` extra is installed
+# (else torch). Measured side by side on 2 cores: 3.3x the passages/s of torch end to end,
+# ~2-3 ms per query instead of 12-15 ms, SciFact nDCG@10 0.6493 vs 0.6449 (README).
+DEFAULT_BACKEND = "openvino-int8"
 # Index policy of new collections ("auto"): exact search up to AUTO_ABOVE passages, then
 # the approximate index. At 20,000 vectors an exact scan costs about as much as embedding
 # the query with the int8 model (~3 ms on 2 cores) and grows linearly from there, while
@@ -104,12 +106,25 @@ class CollectionInfo:
         return self.ids_match and self.vectors_in_store == self.vectors_in_index == self.passages
 
 
-def make_embedder(backend: str = DEFAULT_BACKEND, model: str | Path = DEFAULT_MODEL) -> Embedder:
+def default_backend() -> str:
+    """DEFAULT_BACKEND when its libraries are installed (retrieval[fast]), else "torch"."""
+    from importlib.util import find_spec
+
+    if DEFAULT_BACKEND.startswith("openvino") and not (find_spec("openvino") and find_spec("nncf")):
+        logger.info("openvino/nncf not installed (retrieval[fast]): embedding with torch")
+        return "torch"
+    return DEFAULT_BACKEND
+
+
+def make_embedder(backend: str | None = None, model: str | Path = DEFAULT_MODEL) -> Embedder:
     """The embedder for a backend name: "torch", "openvino-int8" or "openvino-fp32".
+
+    None picks `default_backend()`.
 
     Raises:
         InputError: an unknown backend.
     """
+    backend = backend or default_backend()
     if backend == "torch":
         from retrieval.embedding import SentenceTransformerEmbedder
 
@@ -185,7 +200,7 @@ class Collection:
                     f"no collection at {path}: index some articles into it first "
                     f"(retrieval index PATH --collection {path})"
                 )
-            embedder = embedder or make_embedder(DEFAULT_BACKEND, DEFAULT_MODEL)
+            embedder = embedder or make_embedder(None, DEFAULT_MODEL)
             manifest = new_manifest(embedder, chunker or ChunkerSettings(), index_spec or "auto")
             write_manifest(path, manifest)
         else:
