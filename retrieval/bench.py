@@ -10,8 +10,9 @@ with numbers from elsewhere. Each benchmark prints a Markdown table (or JSON wit
   index against exact search: latency, recall@10, bytes per vector, time to open.
 - query: the service under load from a second process, against a naive endpoint.
 
-Benchmarks are tools, not library code: the query benchmark drives the service and
-FastAPI, which the library itself never imports.
+The query benchmark lives in service/bench_query.py (it drives the service and FastAPI,
+which the library never imports) and plugs in through the `retrieval.benchmarks` entry
+point group.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ BBC = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bbc" / "cor
 def register(commands: Any) -> None:
     """Adds `bench` and its three benchmarks to the `retrieval` command."""
     from retrieval.bench_index import add_index_parser
-    from retrieval.bench_query import add_query_parser
 
     parser = commands.add_parser(
         "bench", help="measure ingest, index and query speed against baselines",
@@ -52,7 +52,26 @@ def register(commands: Any) -> None:
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(run=run_ingest)
     add_index_parser(benches)
-    add_query_parser(benches)
+    for add_parser in extra_benchmarks():
+        add_parser(benches)
+
+
+def extra_benchmarks() -> list[Any]:
+    """Benchmarks registered by other modules as entry points (the service's `query`).
+
+    The query benchmark drives the HTTP service, which this library must not import.
+    """
+    from importlib.metadata import entry_points
+
+    from retrieval.cli import unavailable_command
+
+    found = []
+    for entry in sorted(entry_points(group="retrieval.benchmarks"), key=lambda e: e.name):
+        try:
+            found.append(entry.load())
+        except ImportError as error:
+            found.append(unavailable_command(entry.name, error))
+    return found
 
 
 # -- ingest ------------------------------------------------------------------------------

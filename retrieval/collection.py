@@ -378,6 +378,7 @@ class Collection:
         Raises:
             CollectionLockedError: another process kept the write lock past lock_timeout.
         """
+        articles = refuse_duplicate_ids(articles)
         report, started = IngestReport(), time.perf_counter()
         with self._writing(lock_timeout):
             for batch in batched(articles, batch_size):
@@ -559,6 +560,20 @@ def _with_vector(passage: NewPassage, vector: np.ndarray) -> NewPassage:
         ordinal=passage.ordinal, start=passage.start, end=passage.end, text=passage.text,
         n_tokens=passage.n_tokens, vector=vector,
     )
+
+
+def refuse_duplicate_ids(articles: Iterable[Article]) -> list[Article]:
+    """The articles as a list, checked up front: one id twice in one ingest is ambiguous.
+
+    Raises:
+        InputError: naming the first repeated id.
+    """
+    articles, seen = list(articles), set()
+    for article in articles:
+        if article.id in seen:
+            raise InputError(f"article id {article.id!r} appears twice: give each article one id")
+        seen.add(article.id)
+    return articles
 
 
 def batched(items: Iterable[Article], size: int) -> Iterable[list[Article]]:

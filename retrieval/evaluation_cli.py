@@ -64,6 +64,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--stat-test", choices=["student", "fisher"], default="student",
                         help="paired test between runs (default student's t)")
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="model name or folder")
+    parser.add_argument("--backend", choices=["torch", "openvino-int8", "openvino-fp32"],
+                        default=None, help="embedding backend (default: the engine's default "
+                        "for new collections, openvino-int8 when installed)")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="write metrics.json, results.md, results.png and run.MODE.trec")
     parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
@@ -90,11 +93,11 @@ class Task:
 
 
 @functools.lru_cache(maxsize=2)
-def load_model(model: str) -> Any:
+def load_model(model: str, backend: str | None = None) -> Any:
     """The embedding model, loaded once per process (several evaluations in one test run)."""
-    from retrieval.embedding import SentenceTransformerEmbedder
+    from retrieval.collection import make_embedder
 
-    return SentenceTransformerEmbedder(model)
+    return make_embedder(backend, model)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -102,7 +105,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from retrieval.evaluation import QueryCache, cached_collection
 
     task = load_task(args)
-    embedder = QueryCache(load_model(args.model))
+    embedder = QueryCache(load_model(args.model, args.backend))
     chunker = ChunkerSettings(mode=args.chunking)
     name = f"{args.dataset.resolve().name}-{args.chunking}"
     bar = _bar(len(task.articles), "indexing (once per corpus and settings)", "doc", args.quiet)
@@ -118,7 +121,8 @@ def run_eval(args: argparse.Namespace) -> int:
         info = collection.info()
         task.notes.append(
             f"collection {info.path}: {info.articles} documents, {info.passages} passages "
-            f"(chunking {args.chunking}), model {embedder.spec()['model']}"
+            f"(chunking {args.chunking}), model {embedder.spec()['model']} "
+            f"({embedder.spec()['backend']})"
         )
         runs = search_all(args, task, collection)
     report(args, task, runs)

@@ -98,6 +98,7 @@ class Batcher:
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self._task: asyncio.Task[None] | None = None
+        self._last_batch_jobs = 1
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -143,10 +144,16 @@ class Batcher:
                 _settle(job, outcome)
 
     async def _collect(self) -> list[Job]:
-        """The next batch: the first job, then more until max_batch queries or the window ends."""
+        """The next batch: the first job, then more until max_batch queries or the window ends.
+
+        The window is only waited when the last batch held several jobs: a lone client
+        (the last batch was a single job) would pay it on every request for nothing, while
+        under concurrent load jobs keep arriving within it.
+        """
         loop = asyncio.get_running_loop()
         jobs = [await self._queue.get()]
-        size, deadline = len(jobs[0].queries), loop.time() + self.window_s
+        window = self.window_s if self._last_batch_jobs > 1 else 0.0
+        size, deadline = len(jobs[0].queries), loop.time() + window
         while size < self.max_batch:
             try:
                 job = self._queue.get_nowait()
@@ -160,6 +167,7 @@ class Batcher:
                     break
             jobs.append(job)
             size += len(job.queries)
+        self._last_batch_jobs = len(jobs)
         return jobs
 
     # -- on the search thread ------------------------------------------------------------

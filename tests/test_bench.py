@@ -50,7 +50,7 @@ def test_bench_index_measures_recall_against_exact(capsys, monkeypatch, tmp_path
 
 
 def test_query_table_shows_the_ratio():
-    from retrieval.bench_query import query_table
+    from service.bench_query import query_table
 
     rows = [
         {"concurrency": 1, "server": "service", "requests": 10, "qps": 90.0, "p50_ms": 9.0,

@@ -142,6 +142,14 @@ def test_opening_a_missing_collection_without_create_says_how(tmp_path):
         Collection.open(tmp_path / "nothing", create=False)
 
 
+def test_one_id_twice_in_one_ingest_is_refused(collection):
+    from retrieval.errors import InputError
+
+    with pytest.raises(InputError, match="appears twice"):
+        collection.add_articles([article("a1"), article("a1", text="Another text.")])
+    assert collection.info().articles == 0
+
+
 def test_empty_article_text_is_refused(collection):
     from retrieval.errors import InputError
 

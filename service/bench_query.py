@@ -106,7 +106,7 @@ def query_table(r: dict[str, Any]) -> str:
 def naive_server(collection: Path, loadtest: Any) -> Iterator[str]:
     port = loadtest.free_port()
     code = (
-        "import sys; from retrieval.bench_query import serve_naive; "
+        "import sys; from service.bench_query import serve_naive; "
         f"serve_naive({str(collection)!r}, {port})"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
