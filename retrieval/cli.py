@@ -48,14 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_collection_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--collection", type=Path, default=None, metavar="DIR",
+        "--collection",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help=f"collection directory (default: {default_collection()})",
     )
 
 
 def add_index_command(commands: Any) -> None:
     parser = commands.add_parser(
-        "index", help="add articles to a collection",
+        "index",
+        help="add articles to a collection",
         description="Load articles from files and folders (.txt/.md in the seed format, "
         ".jsonl, BEIR corpus.jsonl), chunk, embed and store them. Unchanged articles are "
         "skipped; changed ones replace their passages.",
@@ -63,29 +67,38 @@ def add_index_command(commands: Any) -> None:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     add_collection_option(parser)
     parser.add_argument(
-        "--strict", action="store_true",
+        "--strict",
+        action="store_true",
         help="refuse the whole batch if any file or line is bad (default: skip and report)",
     )
     parser.add_argument("--model", default=None, help="model for a new collection (folder)")
     parser.add_argument(
-        "--backend", choices=["torch", "openvino-int8", "openvino-fp32"], default=None,
+        "--backend",
+        choices=["torch", "openvino-int8", "openvino-fp32"],
+        default=None,
         help="embedding backend for a new collection: openvino-int8 (default when "
         "retrieval[fast] is installed; 2-3x faster, SciFact nDCG@10 within 0.005 of torch), "
         "torch (sentence-transformers fp32) or openvino-fp32. An existing collection keeps "
         "the backend it was built with",
     )
     parser.add_argument(
-        "--chunking", choices=["paragraph", "none"], default=None,
+        "--chunking",
+        choices=["paragraph", "none"],
+        default=None,
         help="for a new collection: paragraph (default) or none (one passage per article, "
         "truncated by the model: for comparing with published figures)",
     )
     parser.add_argument(
-        "--index-spec", default=None,
+        "--index-spec",
+        default=None,
         help='FAISS index for a new collection: "auto" (default: exact up to 20,000 passages, '
         'then HNSW32,SQ8), "Flat" (always exact), or a factory string such as "HNSW32"',
     )
     parser.add_argument(
-        "--batch-size", type=int, default=64, metavar="N",
+        "--batch-size",
+        type=int,
+        default=64,
+        metavar="N",
         help="articles committed together in one transaction (default 64)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -98,10 +111,20 @@ def add_search_command(commands: Any) -> None:
     add_collection_option(parser)
     parser.add_argument("-k", type=int, default=5, help="hits to return (default 5)")
     parser.add_argument("--mode", choices=["dense", "lexical", "hybrid"], default="dense")
-    parser.add_argument("--article", action="append", dest="article_ids", metavar="ID",
-                        help="only this article (repeatable)")
-    parser.add_argument("--source", action="append", dest="sources", metavar="NAME",
-                        help="only this source (repeatable)")
+    parser.add_argument(
+        "--article",
+        action="append",
+        dest="article_ids",
+        metavar="ID",
+        help="only this article (repeatable)",
+    )
+    parser.add_argument(
+        "--source",
+        action="append",
+        dest="sources",
+        metavar="NAME",
+        help="only this source (repeatable)",
+    )
     parser.add_argument("--date-from", metavar="YYYY-MM-DD")
     parser.add_argument("--date-to", metavar="YYYY-MM-DD")
     parser.add_argument("--max-per-article", type=int, default=None, metavar="N")
@@ -142,10 +165,12 @@ def extra_commands() -> list[Any]:
 def unavailable_command(name: str, error: ImportError) -> Any:
     def register(commands: Any) -> None:
         parser = commands.add_parser(name, help=f"(unavailable: {error.name} is not installed)")
-        parser.set_defaults(run=lambda args: fail(
-            f"'retrieval {name}' needs {error.name}: install it with "
-            f"pip install 'retrieval[service,eval]' ({error})"
-        ))
+        parser.set_defaults(
+            run=lambda args: fail(
+                f"'retrieval {name}' needs {error.name}: install it with "
+                f"pip install 'retrieval[service,eval]' ({error})"
+            )
+        )
 
     return register
 
@@ -167,8 +192,10 @@ def run_index(args: argparse.Namespace) -> int:
     for error in loaded.errors:
         print(f"error: {error}", file=sys.stderr)
     if loaded.errors and args.strict:
-        print(f"refused: {len(loaded.errors)} bad input(s) and --strict; nothing was indexed",
-              file=sys.stderr)
+        print(
+            f"refused: {len(loaded.errors)} bad input(s) and --strict; nothing was indexed",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     chunker = ChunkerSettings(mode=args.chunking) if args.chunking else None
     embedder = None
@@ -177,8 +204,9 @@ def run_index(args: argparse.Namespace) -> int:
         from retrieval.embedding import DEFAULT_MODEL
 
         embedder = make_embedder(args.backend, args.model or DEFAULT_MODEL)
-    with Collection.open(collection_path(args), embedder, chunker=chunker,
-                         index_spec=args.index_spec) as collection:
+    with Collection.open(
+        collection_path(args), embedder, chunker=chunker, index_spec=args.index_spec
+    ) as collection:
         report = collection.add_articles(
             loaded.articles,
             progress=progress_bar(len(loaded.articles), quiet=args.quiet),
@@ -206,7 +234,10 @@ def run_search(args: argparse.Namespace) -> int:
     )
     with Collection.open(collection_path(args), create=False) as collection:
         hits = Retriever(collection).search(
-            args.query, args.k, mode=args.mode, filters=filters,
+            args.query,
+            args.k,
+            mode=args.mode,
+            filters=filters,
             max_per_article=args.max_per_article,
         )
     if args.json:
@@ -215,7 +246,9 @@ def run_search(args: argparse.Namespace) -> int:
     if not hits:
         print("no passages match")
     for hit in hits:
-        print(f"{hit.rank}. [{hit.score:.3f}] {hit.title} ({hit.article_id}, {hit.date or 'no date'})")
+        print(
+            f"{hit.rank}. [{hit.score:.3f}] {hit.title} ({hit.article_id}, {hit.date or 'no date'})"
+        )
         print(f"   {hit.text}\n")
     return EXIT_OK
 
@@ -230,8 +263,10 @@ def run_info(args: argparse.Namespace) -> int:
     else:
         embedder = info.manifest["embedder"]
         print(f"collection         {info.path}")
-        print(f"model              {embedder['model']} ({embedder['backend']}, dim {embedder['dim']}, "
-              f"max {embedder['max_tokens']} tokens)")
+        print(
+            f"model              {embedder['model']} ({embedder['backend']}, "
+            f"dim {embedder['dim']}, max {embedder['max_tokens']} tokens)"
+        )
         print(f"chunking           {info.manifest['chunker']}")
         print(f"index              {info.manifest['index']['spec']}")
         print(f"articles           {info.articles}")

@@ -480,15 +480,21 @@ class Collection:
         if not article.text.strip():
             raise InputError(f"article {article.id!r} has no text")
         prefix = self.title_prefix(article)
-        reserved = self.embedder.count_tokens(prefix) - self.embedder.count_tokens("") if prefix else 0
+        reserved = (
+            self.embedder.count_tokens(prefix) - self.embedder.count_tokens("") if prefix else 0
+        )
         spans = chunk_text(article.text, self.embedder, self.chunker, reserved_tokens=reserved)
         out = []
         for ordinal, span in enumerate(spans):
             text = article.text[span.start : span.end]
             embed_input = prefix + text
             passage = NewPassage(
-                ordinal=ordinal, start=span.start, end=span.end, text=text,
-                n_tokens=self.embedder.count_tokens(embed_input), vector=_NO_VECTOR,
+                ordinal=ordinal,
+                start=span.start,
+                end=span.end,
+                text=text,
+                n_tokens=self.embedder.count_tokens(embed_input),
+                vector=_NO_VECTOR,
             )
             out.append((passage, embed_input))
         return out
@@ -501,7 +507,10 @@ class Collection:
         title = article.title.strip()
         if not title or article.text.lstrip().startswith(title):
             return ""
-        if self.embedder.count_tokens(title) - self.embedder.count_tokens("") > MAX_TITLE_PREFIX_TOKENS:
+        if (
+            self.embedder.count_tokens(title) - self.embedder.count_tokens("")
+            > MAX_TITLE_PREFIX_TOKENS
+        ):
             return ""
         return title + "\n"
 
@@ -557,8 +566,12 @@ _NO_VECTOR = np.zeros(0, dtype=np.float32)
 
 def _with_vector(passage: NewPassage, vector: np.ndarray) -> NewPassage:
     return NewPassage(
-        ordinal=passage.ordinal, start=passage.start, end=passage.end, text=passage.text,
-        n_tokens=passage.n_tokens, vector=vector,
+        ordinal=passage.ordinal,
+        start=passage.start,
+        end=passage.end,
+        text=passage.text,
+        n_tokens=passage.n_tokens,
+        vector=vector,
     )
 
 
@@ -659,13 +672,15 @@ def check_embedder(path: Path, manifest: dict[str, Any], embedder: Embedder) -> 
     """
     built, given = manifest["embedder"], embedder.spec()
     keys = ("backend", "fingerprint", "dim", "recipe")
-    if (
-        built.get("export_fingerprint") != given.get("export_fingerprint")
-        and all(built.get(key) == given.get(key) for key in keys)
+    if built.get("export_fingerprint") != given.get("export_fingerprint") and all(
+        built.get(key) == given.get(key) for key in keys
     ):
         logger.warning(
             "%s was built with OpenVINO export %s; this machine's export of the same model and "
-            "recipe is %s", path, built.get("export_fingerprint"), given.get("export_fingerprint"),
+            "recipe is %s",
+            path,
+            built.get("export_fingerprint"),
+            given.get("export_fingerprint"),
         )
     if any(built.get(key) != given.get(key) for key in keys):
         raise ModelMismatchError(
@@ -686,8 +701,10 @@ def check_settings(
             "use the same settings, or index into a new collection"
         )
     index = manifest["index"]
-    if index_spec is not None and index_spec != index["spec"] and not (
-        index_spec == "auto" and index.get("auto")
+    if (
+        index_spec is not None
+        and index_spec != index["spec"]
+        and not (index_spec == "auto" and index.get("auto"))
     ):
         raise ModelMismatchError(
             f"{path} uses index {manifest['index']['spec']!r}, not {index_spec!r}: "

@@ -74,7 +74,7 @@ class Fusion:
 
     @classmethod
     def parse(cls, spec: str) -> Fusion:
-        """"rrf", "minmax:0.3" or "zscore:0.5" (method, then the dense weight)."""
+        """ "rrf", "minmax:0.3" or "zscore:0.5" (method, then the dense weight)."""
         method, _, alpha = spec.partition(":")
         try:
             return cls(method, float(alpha)) if alpha else cls(method)
@@ -156,8 +156,13 @@ class Retriever:
             self.collection.embedder.embed_queries(list(queries)) if mode != "lexical" else None
         )
         return self.search_embedded(
-            queries, vectors, k, mode=mode, filters=filters,
-            max_per_article=max_per_article, offset=offset,
+            queries,
+            vectors,
+            k,
+            mode=mode,
+            filters=filters,
+            max_per_article=max_per_article,
+            offset=offset,
         )
 
     def search_embedded(
@@ -188,11 +193,15 @@ class Retriever:
             self.collection.refresh()
             if len(self.collection.index) == 0:
                 raise EmptyIndexError("the collection holds no passages: index some articles first")
-            allowed = None if filters.is_empty() else self.collection.store.passage_ids_matching(filters)
+            allowed = (
+                None if filters.is_empty() else self.collection.store.passage_ids_matching(filters)
+            )
             results = []
             for i, query in enumerate(queries):
                 vector = None if vectors is None else vectors[i : i + 1]
-                candidates = self._candidates(query, vector, mode, wanted, filters, allowed, max_per_article)
+                candidates = self._candidates(
+                    query, vector, mode, wanted, filters, allowed, max_per_article
+                )
                 results.append(self._hits(candidates[offset:wanted]))
         return results
 
@@ -216,7 +225,9 @@ class Retriever:
         fetch = wanted if max_per_article is None else wanted * 4
         while True:
             raw = self._ranked(query, vector, mode, fetch, filters, allowed)
-            kept = cap_per_article(raw, max_per_article, self.collection) if max_per_article else raw
+            kept = (
+                cap_per_article(raw, max_per_article, self.collection) if max_per_article else raw
+            )
             if len(kept) >= wanted or len(raw) < fetch:
                 return kept
             fetch *= 4
@@ -245,7 +256,9 @@ class Retriever:
         if allowed is not None and len(allowed) == 0:
             return []
         scores, ids = self.collection.index.search(vector, k, allowed=allowed)
-        return [Candidate(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        return [
+            Candidate(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0
+        ]
 
     def _lexical(
         self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
@@ -257,17 +270,24 @@ class Retriever:
 
     def _hits(self, candidates: Sequence[Candidate]) -> list[Hit]:
         rows = self.collection.store.hit_rows([c.passage_id for c in candidates])
-        hits = []
+        hits: list[Hit] = []
         for candidate in candidates:
             row = rows.get(candidate.passage_id)
             if row is None:  # cannot happen under the lock; never return a dangling hit
                 continue
             hits.append(
                 Hit(
-                    passage_id=candidate.passage_id, article_id=row["article_id"],
-                    title=row["title"], date=row["date"], source=row["source"], url=row["url"],
-                    text=row["text"], score=candidate.score, rank=len(hits) + 1,
-                    start=row["start"], end=row["end"],
+                    passage_id=candidate.passage_id,
+                    article_id=row["article_id"],
+                    title=row["title"],
+                    date=row["date"],
+                    source=row["source"],
+                    url=row["url"],
+                    text=row["text"],
+                    score=candidate.score,
+                    rank=len(hits) + 1,
+                    start=row["start"],
+                    end=row["end"],
                 )
             )
         return hits
@@ -323,7 +343,9 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Candidate]]) -> list[Cand
     scores: dict[int, float] = {}
     for ranking in rankings:
         for rank, candidate in enumerate(ranking, start=1):
-            scores[candidate.passage_id] = scores.get(candidate.passage_id, 0.0) + 1.0 / (RRF_K + rank)
+            scores[candidate.passage_id] = scores.get(candidate.passage_id, 0.0) + 1.0 / (
+                RRF_K + rank
+            )
     ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
     return [Candidate(passage_id, score) for passage_id, score in ordered]
 
@@ -352,7 +374,9 @@ def check_arguments(
         if not isinstance(query, str) or not query.strip():
             raise InputError("query is empty: give a few words to search for")
         if len(query) > MAX_QUERY_CHARS:
-            raise InputError(f"query is {len(query)} characters long: the limit is {MAX_QUERY_CHARS}")
+            raise InputError(
+                f"query is {len(query)} characters long: the limit is {MAX_QUERY_CHARS}"
+            )
     if not 1 <= k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
     if not 0 <= offset <= MAX_K:

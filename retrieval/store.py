@@ -253,7 +253,9 @@ class Store:
             "articles": one("SELECT count(*) FROM articles").fetchone()[0],
             "passages": one("SELECT count(*) FROM passages").fetchone()[0],
             "vectors": one("SELECT count(*) FROM passages WHERE vector IS NOT NULL").fetchone()[0],
-            "max_passage_tokens": one("SELECT coalesce(max(n_tokens), 0) FROM passages").fetchone()[0],
+            "max_passage_tokens": one("SELECT coalesce(max(n_tokens), 0) FROM passages").fetchone()[
+                0
+            ],
         }
 
     def passage_ids(self) -> NDArray[np.int64]:
@@ -279,9 +281,15 @@ class Store:
                                      content_hash, generation)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
-                article.id, article.title, article.text, article.date, article.source,
-                article.url, json.dumps(article.metadata, ensure_ascii=False),
-                article.content_hash(), generation,
+                article.id,
+                article.title,
+                article.text,
+                article.date,
+                article.source,
+                article.url,
+                json.dumps(article.metadata, ensure_ascii=False),
+                article.content_hash(),
+                generation,
             ),
         )
         added = []
@@ -291,8 +299,15 @@ class Store:
                                          n_tokens, vector, generation)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
-                    article.id, passage.ordinal, passage.start, passage.end, passage.text,
-                    article.title, passage.n_tokens, to_blob(passage.vector), generation,
+                    article.id,
+                    passage.ordinal,
+                    passage.start,
+                    passage.end,
+                    passage.text,
+                    article.title,
+                    passage.n_tokens,
+                    to_blob(passage.vector),
+                    generation,
                 ),
             )
             added.append(int(cursor.lastrowid or 0))
@@ -302,7 +317,9 @@ class Store:
         """Deletes an article and its passages; returns the removed passage ids."""
         ids = [
             row[0]
-            for row in self._db.execute("SELECT id FROM passages WHERE article_id = ?", (article_id,))
+            for row in self._db.execute(
+                "SELECT id FROM passages WHERE article_id = ?", (article_id,)
+            )
         ]
         self._db.executemany(
             "INSERT OR REPLACE INTO removed (passage_id, generation) VALUES (?, ?)",
@@ -318,13 +335,23 @@ PASSAGE_COLUMNS = 'id, article_id, ordinal, text, start, "end", n_tokens'
 
 def passage_from_row(row: sqlite3.Row) -> Passage:
     return Passage(
-        id=row["id"], article_id=row["article_id"], ordinal=row["ordinal"], text=row["text"],
-        start=row["start"], end=row["end"], n_tokens=row["n_tokens"],
+        id=row["id"],
+        article_id=row["article_id"],
+        ordinal=row["ordinal"],
+        text=row["text"],
+        start=row["start"],
+        end=row["end"],
+        n_tokens=row["n_tokens"],
     )
 
 
 def article_from_row(row: sqlite3.Row) -> Article:
     return Article(
-        id=row["id"], title=row["title"], text=row["text"], date=row["date"],
-        source=row["source"], url=row["url"], metadata=json.loads(row["metadata"]),
+        id=row["id"],
+        title=row["title"],
+        text=row["text"],
+        date=row["date"],
+        source=row["source"],
+        url=row["url"],
+        metadata=json.loads(row["metadata"]),
     )

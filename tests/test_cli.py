@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import SEEDS
 
 from retrieval.cli import main
-from conftest import SEEDS
 
 
 @pytest.fixture

@@ -37,7 +37,9 @@ def synthetic_articles(seed_text: str) -> list[Article]:
     articles = []
     for number in range(ARTICLES):
         paragraphs = ["  ".join(rng.sample(sentences, 3)) for _ in range(rng.randint(1, 3))]
-        articles.append(Article(id=f"a{number:03d}", title=f"Story {number}", text="\n\n".join(paragraphs)))
+        articles.append(
+            Article(id=f"a{number:03d}", title=f"Story {number}", text="\n\n".join(paragraphs))
+        )
     return articles
 
 
@@ -48,8 +50,18 @@ def write_jsonl(articles: list[Article], path: Path) -> None:
 
 
 def start_ingest(corpus: Path, collection: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "retrieval", "index", str(corpus), "--collection",
-               str(collection), "--batch-size", str(BATCH), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "retrieval",
+        "index",
+        str(corpus),
+        "--collection",
+        str(collection),
+        "--batch-size",
+        str(BATCH),
+        "--quiet",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -66,8 +78,9 @@ def generation(collection: Path) -> int:
         return 0
 
 
-def kill_after_commits(process: subprocess.Popen[bytes], collection: Path, commits: int,
-                       extra_delay: float) -> None:
+def kill_after_commits(
+    process: subprocess.Popen[bytes], collection: Path, commits: int, extra_delay: float
+) -> None:
     """SIGKILLs the child once the store has moved `commits` generations on, plus a delay."""
     start = generation(collection)
     deadline = time.monotonic() + 240

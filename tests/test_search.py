@@ -6,21 +6,43 @@ import pytest
 
 from retrieval.errors import EmptyIndexError, InputError
 from retrieval.records import Article, Filters
-from retrieval.search import Retriever, fts_query, reciprocal_rank_fusion, Candidate
+from retrieval.search import Candidate, Retriever, fts_query, reciprocal_rank_fusion
 
 PHONE_CALL = "phone call between the Cuban and Chinese presidents"
 
 NEWS = [
-    Article("rain", "Storms hit the coast", "Heavy rain flooded roads along the coast on Monday.\n\n"
-            "Emergency crews rescued drivers from stranded cars.", date="2024-01-10", source="wire"),
-    Article("rates", "Central bank holds rates", "The central bank kept interest rates unchanged.\n\n"
-            "Inflation has eased for three months in a row, officials said.", date="2024-02-01",
-            source="finance"),
-    Article("match", "Cup final ends in draw", "The cup final ended one-all after extra time.\n\n"
-            "The replay will be held next week at the national stadium.", date="2024-03-05",
-            source="sport"),
-    Article("flood", "River floods town", "The river burst its banks and flooded the town centre.\n\n"
-            "Residents were evacuated as water levels kept rising.", date="2024-01-12", source="wire"),
+    Article(
+        "rain",
+        "Storms hit the coast",
+        "Heavy rain flooded roads along the coast on Monday.\n\n"
+        "Emergency crews rescued drivers from stranded cars.",
+        date="2024-01-10",
+        source="wire",
+    ),
+    Article(
+        "rates",
+        "Central bank holds rates",
+        "The central bank kept interest rates unchanged.\n\n"
+        "Inflation has eased for three months in a row, officials said.",
+        date="2024-02-01",
+        source="finance",
+    ),
+    Article(
+        "match",
+        "Cup final ends in draw",
+        "The cup final ended one-all after extra time.\n\n"
+        "The replay will be held next week at the national stadium.",
+        date="2024-03-05",
+        source="sport",
+    ),
+    Article(
+        "flood",
+        "River floods town",
+        "The river burst its banks and flooded the town centre.\n\n"
+        "Residents were evacuated as water levels kept rising.",
+        date="2024-01-12",
+        source="wire",
+    ),
 ]
 
 
@@ -118,10 +140,15 @@ def test_empty_collection_says_so(collection):
 
 
 def test_fts_query_neutralises_syntax():
-    assert fts_query('NEAR(a b) OR "x" col:y -z') == '"near" OR "a" OR "b" OR "or" OR "x" OR "col" OR "y" OR "z"'
+    assert (
+        fts_query('NEAR(a b) OR "x" col:y -z')
+        == '"near" OR "a" OR "b" OR "or" OR "x" OR "col" OR "y" OR "z"'
+    )
     assert fts_query("?!") == ""
 
 
 def test_rrf_rewards_agreement():
-    fused = reciprocal_rank_fusion([[Candidate(1, 0.9), Candidate(2, 0.8)], [Candidate(2, 5), Candidate(3, 4)]])
+    fused = reciprocal_rank_fusion(
+        [[Candidate(1, 0.9), Candidate(2, 0.8)], [Candidate(2, 5), Candidate(3, 4)]]
+    )
     assert [c.passage_id for c in fused] == [2, 1, 3]
