@@ -43,7 +43,7 @@ browser:
 
 lint: setup
 	$(BIN)/ruff check retrieval service tests
-	$(BIN)/mypy retrieval
+	$(BIN)/mypy retrieval service
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
