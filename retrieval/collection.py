@@ -51,10 +51,11 @@ MANIFEST = "manifest.json"
 STORE = "store.sqlite"
 LOCK = "write.lock"
 BACKENDS = ("torch", "openvino-int8", "openvino-fp32")
-# The backend of new collections when none is chosen, if the `fast` extra is installed
-# (else torch). Measured side by side on 2 cores: 3.3x the passages/s of torch end to end,
-# ~2-3 ms per query instead of 12-15 ms, SciFact nDCG@10 0.6493 vs 0.6449 (README).
-DEFAULT_BACKEND = "openvino-int8"
+# The backend of new collections when none is chosen. openvino-int8 is 2.6x faster end to
+# end and embeds a query in ~2-3 ms instead of 12-15, but it moved MED's hybrid nDCG@10
+# by -0.007 (30 queries; README), past the 0.005 the evaluation allows, so the exact
+# model stays the default and the fast one is a collection setting (--backend).
+DEFAULT_BACKEND = "torch"
 # Index policy of new collections ("auto"): exact search up to AUTO_ABOVE passages, then
 # the approximate index. At 20,000 vectors an exact scan costs about as much as embedding
 # the query with the int8 model (~3 ms on 2 cores) and grows linearly from there, while
