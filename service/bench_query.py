@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,24 +102,14 @@ def query_table(r: dict[str, Any]) -> str:
 
 @contextmanager
 def naive_server(collection: Path, loadtest: Any) -> Iterator[str]:
+    """The naive endpoint in its own process, on a free port; yields its URL."""
     port = loadtest.free_port()
     code = (
         "import sys; from service.bench_query import serve_naive; "
         f"serve_naive({str(collection)!r}, {port})"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, "-c", code], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        loadtest.wait_until_ready(url, process, 180)
+    with loadtest.server_process([sys.executable, "-c", code], port) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def serve_naive(collection: str, port: int) -> None:

@@ -73,6 +73,13 @@ def running_server(
         "--port", str(port), "--batch-window-ms", str(batch_window_ms),
         "--max-batch", str(max_batch), "--log-level", "warning",
     ]
+    with server_process(command, port, startup_s=startup_s) as url:
+        yield url
+
+
+@contextmanager
+def server_process(command: list[str], port: int, *, startup_s: float = 180) -> Iterator[str]:
+    """Runs a server command listening on `port`; yields its URL once ready, then stops it."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     process = subprocess.Popen(command, env=env)
     url = f"http://127.0.0.1:{port}"
