@@ -53,7 +53,7 @@ class Article:
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """A passage's place in its article: `article.text[start:end]`."""
+    """A character span `[start, end)`: a passage in its article, a sentence in a passage."""
 
     start: int
     end: int
@@ -86,7 +86,9 @@ class Hit:
     """One search result: a passage with its article's fields and its score.
 
     `score` is higher-is-better: cosine similarity for dense search, BM25 for lexical
-    search, the fused score for hybrid search. `rank` is 1-based.
+    search, the fused score for hybrid search. `rank` is 1-based. `highlight` is the
+    span, within `text`, of the sentence closest in meaning to the query, when the
+    search was asked to mark it (else None).
     """
 
     passage_id: int
@@ -100,6 +102,7 @@ class Hit:
     rank: int
     start: int
     end: int
+    highlight: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)

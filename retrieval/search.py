@@ -8,13 +8,14 @@ matching hits come back whenever k exist, never fewer because of post-filtering.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import numpy as np
 
 from retrieval.collection import Collection
 from retrieval.errors import EmptyIndexError, InputError
+from retrieval.highlight import best_sentences
 from retrieval.lexical import Fts5Index, LexicalIndex
 from retrieval.lexical import fts_query as fts_query  # re-exported: it lived here first
 from retrieval.records import Filters, Hit
@@ -27,7 +28,12 @@ FUSION_METHODS = ("rrf", "minmax", "zscore")
 # Candidates each half of a hybrid search contributes to the fusion.
 HYBRID_CANDIDATES = 100
 MAX_K = 10_000
-MAX_QUERY_CHARS = 10_000
+# A query longer than this is refused: the model reads 256 word pieces (~1,000 characters
+# of news text), so the rest would be silently ignored. The service's schema uses it too.
+MAX_QUERY_CHARS = 2000
+# Highlighting embeds every sentence of every hit it marks: only the first hits of each
+# query are marked, so one request cannot ask for thousands of sentence embeddings.
+HIGHLIGHT_MAX_HITS = 10
 
 
 class Searcher(Protocol):
@@ -42,6 +48,33 @@ class Searcher(Protocol):
         filters: Filters | None = None,
         max_per_article: int | None = None,
     ) -> list[list[Hit]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOptions:
+    """Everything a search asks for besides its query text.
+
+    Attributes:
+        k: hits wanted (after `offset`); fewer come back only when fewer match.
+        mode: "dense" (cosine of embeddings), "lexical" (BM25) or "hybrid" (fusion).
+        filters: restrict to article ids, a date range or sources.
+        max_per_article: at most this many passages of one article.
+        offset: skip this many best hits first (paging).
+        highlight: mark each of the first HIGHLIGHT_MAX_HITS hits' best sentence
+            (`Hit.highlight`); costs one model call over their sentences.
+    """
+
+    k: int = 10
+    mode: Mode = "dense"
+    filters: Filters | None = None
+    max_per_article: int | None = None
+    offset: int = 0
+    highlight: bool = False
+
+    @property
+    def needs_vectors(self) -> bool:
+        """Dense and hybrid search need the query vector, and so does highlighting."""
+        return self.mode != "lexical" or self.highlight
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,23 +154,21 @@ class Retriever:
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,
+        highlight: bool = False,
     ) -> list[Hit]:
         """The k passages closest to the query, best first.
 
         Args:
             query: free text.
-            k: hits wanted (after `offset`); fewer come back only when fewer match.
-            mode: "dense" (cosine of embeddings), "lexical" (BM25) or "hybrid" (fusion).
-            filters: restrict to article ids, a date range or sources.
-            max_per_article: at most this many passages of one article.
-            offset: skip this many best hits first (paging).
+            k, mode, filters, max_per_article, offset, highlight: see `SearchOptions`.
 
         Raises:
             InputError: empty query, k or offset out of range, unknown mode.
             EmptyIndexError: the collection holds no passages.
         """
         return self.search_batch(
-            [query], k, mode=mode, filters=filters, max_per_article=max_per_article, offset=offset
+            [query], k, mode=mode, filters=filters, max_per_article=max_per_article,
+            offset=offset, highlight=highlight,
         )[0]
 
     def search_batch(
@@ -149,46 +180,46 @@ class Retriever:
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,
+        highlight: bool = False,
     ) -> list[list[Hit]]:
         """`search` for several queries at once (their embeddings are computed together)."""
-        check_arguments(queries, k, mode, max_per_article, offset)
-        vectors = (
-            self.collection.embedder.embed_queries(list(queries)) if mode != "lexical" else None
+        options = SearchOptions(
+            k=k, mode=mode, filters=filters, max_per_article=max_per_article, offset=offset,
+            highlight=highlight,
         )
-        return self.search_embedded(
-            queries,
-            vectors,
-            k,
-            mode=mode,
-            filters=filters,
-            max_per_article=max_per_article,
-            offset=offset,
-        )
+        check_arguments(queries, options)
+        vectors = self.embed_queries(queries) if options.needs_vectors else None
+        results = self.search_embedded(queries, vectors, options)
+        if not highlight:
+            return results
+        assert vectors is not None  # needs_vectors holds for highlighting
+        return [
+            self.highlight(query, hits, vector)
+            for query, hits, vector in zip(queries, results, vectors, strict=True)
+        ]
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """The queries' unit vectors, (len(queries), dim), from the collection's model."""
+        return self.collection.embedder.embed_queries(list(queries))
 
     def search_embedded(
-        self,
-        queries: Sequence[str],
-        vectors: np.ndarray | None,
-        k: int = 10,
-        *,
-        mode: Mode = "dense",
-        filters: Filters | None = None,
-        max_per_article: int | None = None,
-        offset: int = 0,
+        self, queries: Sequence[str], vectors: np.ndarray | None, options: SearchOptions
     ) -> list[list[Hit]]:
-        """`search_batch` with the query vectors already computed.
+        """`search_batch` with the query vectors already computed; never highlights.
 
         For callers that embed many queries together and search them with different
-        options (the service's micro-batcher).
+        options (the service's micro-batcher), and mark sentences separately
+        (`highlight`), off their search thread.
 
         Args:
-            vectors: (len(queries), dim) from `embedder.embed_queries`; None for lexical.
+            vectors: (len(queries), dim) from `embed_queries`; may be None for lexical.
         """
-        check_arguments(queries, k, mode, max_per_article, offset)
+        check_arguments(queries, options)
+        mode = options.mode
         if mode != "lexical" and (vectors is None or len(vectors) != len(queries)):
             raise InputError(f"{mode} search needs one query vector per query")
-        filters = filters or Filters()
-        wanted = k + offset
+        filters = options.filters or Filters()
+        offset, wanted = options.offset, options.k + options.offset
         with self.collection.lock:
             self.collection.refresh()
             if len(self.collection.index) == 0:
@@ -198,12 +229,30 @@ class Retriever:
             )
             results = []
             for i, query in enumerate(queries):
-                vector = None if vectors is None else vectors[i : i + 1]
+                vector = None if vectors is None or mode == "lexical" else vectors[i : i + 1]
                 candidates = self._candidates(
-                    query, vector, mode, wanted, filters, allowed, max_per_article
+                    query, vector, mode, wanted, filters, allowed, options.max_per_article
                 )
                 results.append(self._hits(candidates[offset:wanted]))
         return results
+
+    def highlight(
+        self, query: str, hits: Sequence[Hit], query_vector: np.ndarray | None = None
+    ) -> list[Hit]:
+        """The hits with the first HIGHLIGHT_MAX_HITS ones' best sentence marked.
+
+        Args:
+            query_vector: the query's unit vector when already computed (else embedded).
+        """
+        marked = list(hits[:HIGHLIGHT_MAX_HITS])
+        spans = best_sentences(
+            query, [hit.text for hit in marked], self.collection.embedder,
+            query_vector=query_vector,
+        )
+        return [
+            *(replace(hit, highlight=span) for hit, span in zip(marked, spans, strict=True)),
+            *hits[HIGHLIGHT_MAX_HITS:],
+        ]
 
     # -- candidates ----------------------------------------------------------------------
 
@@ -365,9 +414,10 @@ def cap_per_article(
     return kept
 
 
-def check_arguments(
-    queries: Sequence[str], k: int, mode: str, max_per_article: int | None, offset: int
-) -> None:
+def check_arguments(queries: Sequence[str], options: SearchOptions) -> None:
+    """Refuses what no search can answer, with a message that says what to fix."""
+    k, mode, offset = options.k, options.mode, options.offset
+    max_per_article = options.max_per_article
     if isinstance(queries, str):
         raise InputError("search_batch takes a list of queries, not one string: use search()")
     for query in queries:

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from retrieval.errors import EmptyIndexError, RetrievalError
-from retrieval.highlight import best_sentences
-from retrieval.records import Filters, Hit, Span
-from retrieval.search import Mode, Retriever
+from retrieval.records import Hit
+from retrieval.search import Retriever, SearchOptions
 
 logger = logging.getLogger(__name__)
 
@@ -37,39 +36,14 @@ class ServiceStoppingError(RetrievalError):
     """The service shut down before this search was answered."""
 
 
-@dataclass(frozen=True, slots=True)
-class SearchOptions:
-    """Everything a search asks for besides its query text."""
-
-    k: int = 10
-    mode: Mode = "dense"
-    filters: Filters | None = None
-    max_per_article: int | None = None
-    offset: int = 0
-    highlight: bool = False
-
-    @property
-    def needs_vectors(self) -> bool:
-        """Dense and hybrid search need the query vector, and so does highlighting."""
-        return self.mode != "lexical" or self.highlight
-
-
-@dataclass(frozen=True, slots=True)
-class SearchResult:
-    """One query's hits, and per hit the span of its best sentence when asked for."""
-
-    hits: list[Hit]
-    highlights: list[Span | None] | None = None
-
-
 @dataclass(slots=True)
 class Job:
     queries: list[str]
     options: SearchOptions
-    future: asyncio.Future[list[SearchResult]] = field(repr=False)
+    future: asyncio.Future[list[list[Hit]]] = field(repr=False)
 
 
-Outcome = list[SearchResult] | BaseException
+Outcome = list[list[Hit]] | BaseException
 
 
 class Batcher:
@@ -117,14 +91,14 @@ class Batcher:
 
     # -- the public call -----------------------------------------------------------------
 
-    async def search(self, queries: Sequence[str], options: SearchOptions) -> list[SearchResult]:
+    async def search(self, queries: Sequence[str], options: SearchOptions) -> list[list[Hit]]:
         """Searches each query under `options`; returns one result per query, in order.
 
         Raises:
             InputError: an argument the library refuses (k, offset, mode, query).
             ServiceStoppingError: the service stopped first.
         """
-        future: asyncio.Future[list[SearchResult]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[list[Hit]]] = asyncio.get_running_loop().create_future()
         await self._queue.put(Job(list(queries), options, future))
         return await future
 
@@ -190,7 +164,7 @@ class Batcher:
             return {}
         if self.on_batch:
             self.on_batch(len(texts))
-        vectors = self.retriever.collection.embedder.embed_queries(texts)
+        vectors = self.retriever.embed_queries(texts)
         out, row = {}, 0
         for i in wanted:
             n = len(jobs[i].queries)
@@ -209,11 +183,10 @@ class Batcher:
         try:
             hits = self._search(job.queries, vectors, options)
             if not options.highlight:
-                return [SearchResult(h) for h in hits]
+                return hits
             assert vectors is not None  # needs_vectors holds for highlighting
-            embedder = self.retriever.collection.embedder
             return [
-                SearchResult(h, best_sentences(q, [x.text for x in h], embedder, query_vector=v))
+                self.retriever.highlight(q, h, v)
                 for q, h, v in zip(job.queries, hits, vectors, strict=True)
             ]
         except Exception as error:  # delivered to the request that caused it
@@ -223,11 +196,7 @@ class Batcher:
         self, queries: list[str], vectors: np.ndarray | None, options: SearchOptions
     ) -> list[list[Hit]]:
         try:
-            return self.retriever.search_embedded(
-                queries, None if options.mode == "lexical" else vectors, options.k,
-                mode=options.mode, filters=options.filters,
-                max_per_article=options.max_per_article, offset=options.offset,
-            )
+            return self.retriever.search_embedded(queries, vectors, options)
         except EmptyIndexError:
             # An empty collection is a state, not a fault: it matches nothing, like a
             # filter that matches nothing (200, no hits), and recovers with the next POST.

@@ -25,7 +25,7 @@ from urllib.parse import quote
 import httpx2
 
 from retrieval.errors import RetrievalError
-from retrieval.records import Article, Filters, Hit, Passage
+from retrieval.records import Article, Filters, Hit, Passage, Span
 
 __all__ = ["AsyncRetrievalClient", "RetrievalClient", "RetrievalClientError"]
 
@@ -73,8 +73,10 @@ def search_call(
     filters: Filters | None,
     max_per_article: int | None,
     offset: int,
+    highlight: bool = False,
 ) -> Call[list[Hit]]:
-    body = {"query": query, **search_options(k, mode, filters, max_per_article, offset)}
+    options = search_options(k, mode, filters, max_per_article, offset, highlight)
+    body = {"query": query, **options}
     return Call("POST", "/search", parse_search, body)
 
 
@@ -85,23 +87,26 @@ def batch_call(
     filters: Filters | None,
     max_per_article: int | None,
     offset: int,
+    highlight: bool = False,
 ) -> Call[list[list[Hit]]]:
     if isinstance(queries, str):
         raise RetrievalClientError("search_batch takes a list of queries, not one string")
-    body = {"queries": list(queries), **search_options(k, mode, filters, max_per_article, offset)}
+    options = search_options(k, mode, filters, max_per_article, offset, highlight)
+    body = {"queries": list(queries), **options}
     return Call("POST", "/search/batch", parse_batch, body)
 
 
 def search_options(
-    k: int, mode: Mode, filters: Filters | None, max_per_article: int | None, offset: int
+    k: int, mode: Mode, filters: Filters | None, max_per_article: int | None, offset: int,
+    highlight: bool,
 ) -> dict[str, Any]:
-    # highlight stays off: Hit has no field for it (the page asks for it, not the client).
     return {
         "k": k,
         "mode": mode,
         "filters": filters_json(filters),
         "max_per_article": max_per_article,
         "offset": offset,
+        "highlight": highlight,
     }
 
 
@@ -125,13 +130,16 @@ def item_path(kind: str, item_id: str | int) -> str:
     return f"/{kind}/{quote(str(item_id), safe='')}"
 
 
-HIT_FIELDS = tuple(f.name for f in dataclasses.fields(Hit))
+HIT_FIELDS = tuple(f.name for f in dataclasses.fields(Hit) if f.name != "highlight")
 
 
 def parse_hit(data: Any) -> Hit:
-    """A Hit from its JSON; extra fields (the sentence `highlight`) are not part of Hit."""
+    """A Hit from its JSON, with its best sentence's span when the search marked it."""
     values = require(data, HIT_FIELDS, "hit")
     values["score"] = float(values["score"])
+    span = data.get("highlight")
+    if isinstance(span, dict):
+        values["highlight"] = Span(**require(span, ("start", "end"), "highlight"))
     return Hit(**values)
 
 
@@ -288,6 +296,7 @@ class RetrievalClient(BaseClient):
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,
+        highlight: bool = False,
     ) -> list[Hit]:
         """The k passages closest to the query, best first (see `Retriever.search`).
 
@@ -295,7 +304,7 @@ class RetrievalClient(BaseClient):
             RetrievalClientError: the server refused the query (status 4xx, its message),
                 failed, or could not be reached in time (status None).
         """
-        return self._send(search_call(query, k, mode, filters, max_per_article, offset))
+        return self._send(search_call(query, k, mode, filters, max_per_article, offset, highlight))
 
     def search_batch(
         self,
@@ -306,9 +315,10 @@ class RetrievalClient(BaseClient):
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,
+        highlight: bool = False,
     ) -> list[list[Hit]]:
         """`search` for several queries in one request: one list of hits per query."""
-        return self._send(batch_call(queries, k, mode, filters, max_per_article, offset))
+        return self._send(batch_call(queries, k, mode, filters, max_per_article, offset, highlight))
 
     def passage(self, passage_id: int) -> Passage:
         """One stored passage. Raises RetrievalClientError (status 404) for an unknown id."""
@@ -390,9 +400,10 @@ class AsyncRetrievalClient(BaseClient):
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,
+        highlight: bool = False,
     ) -> list[Hit]:
         """See `RetrievalClient.search`."""
-        return await self._send(search_call(query, k, mode, filters, max_per_article, offset))
+        return await self._send(search_call(query, k, mode, filters, max_per_article, offset, highlight))
 
     async def search_batch(
         self,
@@ -403,9 +414,10 @@ class AsyncRetrievalClient(BaseClient):
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,
+        highlight: bool = False,
     ) -> list[list[Hit]]:
         """See `RetrievalClient.search_batch`."""
-        return await self._send(batch_call(queries, k, mode, filters, max_per_article, offset))
+        return await self._send(batch_call(queries, k, mode, filters, max_per_article, offset, highlight))
 
     async def passage(self, passage_id: int) -> Passage:
         return await self._send(Call("GET", item_path("passages", passage_id), parse_passage))

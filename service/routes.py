@@ -16,9 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from retrieval.errors import InputError
-from retrieval.records import Article, Filters
+from retrieval.records import Article, Filters, Hit
+from retrieval.search import SearchOptions
 from service import schemas
-from service.batching import SearchOptions, SearchResult
 from service.deps import ServiceDep, require_api_key, require_json
 from service.settings import Settings
 
@@ -46,8 +46,8 @@ async def search(body: schemas.SearchRequest, service: ServiceDep) -> schemas.Se
     """The k passages closest in meaning (or in words, or both) to the query."""
     started = time.perf_counter()
     options = search_options(body, service.settings)
-    [result] = await service.batcher.search([body.query], options)
-    return search_response(body.query, body, result, started)
+    [hits] = await service.batcher.search([body.query], options)
+    return search_response(body.query, body, hits, started)
 
 
 @router.post(
@@ -174,7 +174,7 @@ def page() -> Response:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def search_options(body: schemas.SearchOptions, settings: Settings) -> SearchOptions:
+def search_options(body: schemas.SearchOptionsIn, settings: Settings) -> SearchOptions:
     """The library's options from a request body, with the server's own limit on k."""
     if body.k > settings.max_k:
         raise InputError(f"k must be at most {settings.max_k} on this server, got {body.k}")
@@ -196,19 +196,19 @@ def to_filters(filters: schemas.FiltersIn | None) -> Filters | None:
 
 
 def search_response(
-    query: str, body: schemas.SearchOptions, result: SearchResult, started: float
+    query: str, body: schemas.SearchOptionsIn, hits: list[Hit], started: float
 ) -> schemas.SearchResponse:
-    spans = result.highlights or [None] * len(result.hits)
-    hits = [
-        schemas.HitOut(
-            **{name: getattr(hit, name) for name in HIT_FIELDS},
-            highlight=schemas.SpanOut(start=span.start, end=span.end) if span else None,
-        )
-        for hit, span in zip(result.hits, spans, strict=True)
-    ]
     return schemas.SearchResponse(
         query=query, mode=body.mode, k=body.k, offset=body.offset,
-        took_ms=(time.perf_counter() - started) * 1000, hits=hits,
+        took_ms=(time.perf_counter() - started) * 1000, hits=[hit_out(hit) for hit in hits],
+    )
+
+
+def hit_out(hit: Hit) -> schemas.HitOut:
+    span = hit.highlight
+    return schemas.HitOut(
+        **{name: getattr(hit, name) for name in HIT_FIELDS},
+        highlight=schemas.SpanOut(start=span.start, end=span.end) if span else None,
     )
 
 

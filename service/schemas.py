@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from retrieval.records import is_iso_date
+from retrieval.search import MAX_QUERY_CHARS
 from service.settings import K_CEILING
 
-MAX_QUERY_CHARS = 2000
 MAX_BATCH_QUERIES = 64
 MAX_OFFSET = 1000
 MAX_ARTICLES = 1000
@@ -81,7 +81,7 @@ class FiltersIn(RequestModel):
     date_to: IsoDate | None = None
 
 
-class SearchOptions(RequestModel):
+class SearchOptionsIn(RequestModel):
     """What a search asks for besides the query text."""
 
     k: int = Field(10, ge=1, le=K_CEILING, description="hits wanted; at most the server's max_k")
@@ -92,11 +92,11 @@ class SearchOptions(RequestModel):
     highlight: bool = Field(False, description="mark the best-matching sentence of each hit")
 
 
-class SearchRequest(SearchOptions):
+class SearchRequest(SearchOptionsIn):
     query: Query = Field(examples=["COVID-19 cooperation"])
 
 
-class BatchSearchRequest(SearchOptions):
+class BatchSearchRequest(SearchOptionsIn):
     queries: list[Query] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
 
 

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from pydantic import BaseModel
 
 from retrieval.errors import RetrievalError
-from retrieval.records import Article, Filters, Hit, Passage
+from retrieval.records import Article, Filters, Hit, Passage, Span
 from service import schemas
 from service.client import AsyncRetrievalClient, RetrievalClient, RetrievalClientError
 
@@ -50,10 +50,11 @@ EXPECTED_HIT = Hit(
     rank=1,
     start=0,
     end=22,
+    highlight=Span(3, 8),
 )
 
 
-def search_answer(request: schemas.SearchOptions, query: str) -> schemas.SearchResponse:
+def search_answer(request: schemas.SearchOptionsIn, query: str) -> schemas.SearchResponse:
     return schemas.SearchResponse(
         query=query, mode=request.mode, k=request.k, offset=request.offset, took_ms=1.5, hits=[HIT]
     )
@@ -159,8 +160,10 @@ def answering(status: int, **response: Any) -> RetrievalClient:
 
 
 def test_search_sends_the_wire_body_and_returns_hits(client, recorder):
-    hits = client.search("telephone", 3, mode="hybrid", max_per_article=1, offset=2)
-    assert hits == [EXPECTED_HIT]  # the extra "highlight" field is not part of Hit
+    hits = client.search(
+        "telephone", 3, mode="hybrid", max_per_article=1, offset=2, highlight=True
+    )
+    assert hits == [EXPECTED_HIT]  # the best sentence's span comes back as Hit.highlight
     request = recorder.requests[-1]
     assert (request.method, str(request.url)) == ("POST", "http://search.test/search")
     assert recorder.last_body == {
@@ -170,6 +173,7 @@ def test_search_sends_the_wire_body_and_returns_hits(client, recorder):
         "filters": None,
         "max_per_article": 1,
         "offset": 2,
+        "highlight": True,
     }
 
 

@@ -16,7 +16,8 @@ from service_fixtures import build_collection
 from retrieval.errors import EmptyIndexError, InputError
 from retrieval.records import Hit
 from service.app import create_app
-from service.batching import Batcher, SearchOptions
+from retrieval.search import SearchOptions
+from service.batching import Batcher
 from service.settings import Settings
 
 KEY = "test-key"
@@ -374,12 +375,15 @@ class FakeRetriever:
         self.collection = type("C", (), {"embedder": FakeEmbedder()})()
         self.empty = empty
 
-    def search_embedded(self, queries, vectors, k, **options):
+    def embed_queries(self, texts):
+        return self.collection.embedder.embed_queries(texts)
+
+    def search_embedded(self, queries, vectors, options):
         if self.empty:
             raise EmptyIndexError("nothing here")
-        if options["mode"] != "lexical":
+        if options.mode != "lexical":
             assert vectors is not None and len(vectors) == len(queries)
-        if k > 50:
+        if options.k > 50:
             raise InputError("k too big")
         return [[Hit(1, q, "", None, None, None, q, 1.0, 1, 0, 1)] for q in queries]
 
@@ -404,8 +408,8 @@ def test_concurrent_queries_share_one_model_call():
     requests = [([f"q{i}"], SearchOptions()) for i in range(10)] + [(["a", "b"], SearchOptions())]
     results = run_concurrently(batcher, requests)
     assert retriever.collection.embedder.calls == [12] and sizes == [12]
-    assert [r[0].hits[0].text for r in results[:10]] == [f"q{i}" for i in range(10)]
-    assert [r.hits[0].text for r in results[10]] == ["a", "b"]
+    assert [r[0][0].text for r in results[:10]] == [f"q{i}" for i in range(10)]
+    assert [r[0].text for r in results[10]] == ["a", "b"]
 
 
 def test_max_batch_1_is_one_model_call_per_request():
@@ -422,7 +426,7 @@ def test_a_bad_request_fails_alone():
         (["fine"], SearchOptions()), (["boom"], SearchOptions()), (["big"], SearchOptions(k=99)),
         (["words"], SearchOptions(mode="lexical")),
     ])
-    assert results[0][0].hits and results[3][0].hits
+    assert results[0][0] and results[3][0]
     assert isinstance(results[1], RuntimeError) and isinstance(results[2], InputError)
     # One batched call fails, then job by job; the lexical query is never embedded.
     assert retriever.collection.embedder.calls == [3, 1, 1, 1]
@@ -431,7 +435,7 @@ def test_a_bad_request_fails_alone():
 def test_an_empty_collection_answers_with_no_hits():
     batcher = Batcher(FakeRetriever(empty=True), window_s=0, max_batch=1)
     [result] = run_concurrently(batcher, [(["anything"], SearchOptions())])
-    assert result[0].hits == []
+    assert result[0] == []
 
 
 def test_stop_fails_waiting_searches_instead_of_hanging():
