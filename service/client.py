@@ -304,7 +304,8 @@ class RetrievalClient(BaseClient):
             RetrievalClientError: the server refused the query (status 4xx, its message),
                 failed, or could not be reached in time (status None).
         """
-        return self._send(search_call(query, k, mode, filters, max_per_article, offset, highlight))
+        call = search_call(query, k, mode, filters, max_per_article, offset, highlight)
+        return self._send(call)
 
     def search_batch(
         self,
@@ -318,7 +319,8 @@ class RetrievalClient(BaseClient):
         highlight: bool = False,
     ) -> list[list[Hit]]:
         """`search` for several queries in one request: one list of hits per query."""
-        return self._send(batch_call(queries, k, mode, filters, max_per_article, offset, highlight))
+        call = batch_call(queries, k, mode, filters, max_per_article, offset, highlight)
+        return self._send(call)
 
     def passage(self, passage_id: int) -> Passage:
         """One stored passage. Raises RetrievalClientError (status 404) for an unknown id."""
@@ -403,7 +405,8 @@ class AsyncRetrievalClient(BaseClient):
         highlight: bool = False,
     ) -> list[Hit]:
         """See `RetrievalClient.search`."""
-        return await self._send(search_call(query, k, mode, filters, max_per_article, offset, highlight))
+        call = search_call(query, k, mode, filters, max_per_article, offset, highlight)
+        return await self._send(call)
 
     async def search_batch(
         self,
@@ -417,7 +420,8 @@ class AsyncRetrievalClient(BaseClient):
         highlight: bool = False,
     ) -> list[list[Hit]]:
         """See `RetrievalClient.search_batch`."""
-        return await self._send(batch_call(queries, k, mode, filters, max_per_article, offset, highlight))
+        call = batch_call(queries, k, mode, filters, max_per_article, offset, highlight)
+        return await self._send(call)
 
     async def passage(self, passage_id: int) -> Passage:
         return await self._send(Call("GET", item_path("passages", passage_id), parse_passage))

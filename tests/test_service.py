@@ -15,8 +15,8 @@ from service_fixtures import build_collection
 
 from retrieval.errors import EmptyIndexError, InputError
 from retrieval.records import Hit
-from service.app import create_app
 from retrieval.search import SearchOptions
+from service.app import create_app
 from service.batching import Batcher
 from service.settings import Settings
 
