@@ -99,7 +99,8 @@ class TimedEmbedder:
 def run_ingest(args: argparse.Namespace) -> int:
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.collection import Collection, make_embedder
+    from retrieval.backends import make_embedder
+    from retrieval.collection import Collection
     from retrieval.embedding import default_model_path
     from retrieval.loaders import load_articles
 

@@ -66,7 +66,8 @@ def add_index_parser(benches: Any) -> None:
 def run_index_bench(args: argparse.Namespace) -> int:
     import faiss
 
-    from retrieval.collection import Collection, make_embedder
+    from retrieval.backends import make_embedder
+    from retrieval.collection import Collection
 
     embedder = make_embedder(args.backend)
     base, queries = real_vectors(embedder, args.base, args.queries)
@@ -80,15 +81,16 @@ def run_index_bench(args: argparse.Namespace) -> int:
             write_collection(path, embedder, vectors, args.spec)
             store_s = time.perf_counter() - started
             started = time.perf_counter()
-            with Collection.open(path, embedder):  # no index file: derived from the store
-                pass
+            with Collection.open(path, embedder, background=False) as built:
+                built.checkpoint(force=True)  # no index file yet: derived from the store
             build_s = time.perf_counter() - started
 
         started = time.perf_counter()
-        collection = Collection.open(path)  # the manifest's model, the saved index
+        collection = Collection.open(path, background=False)  # the manifest's model
+        collection.refresh()  # the checkpoint loaded, nothing to replay
         collection.index.search(queries[:1], 10)
         open_s = time.perf_counter() - started
-        index = collection.index
+        index = collection.index.base
         ids = np.sort(index.ids())  # store ids are 1..n in insertion order
         exact = faiss.IndexFlatIP(vectors.shape[1])
         exact.add(vectors)
@@ -206,10 +208,8 @@ def write_collection(path: Path, embedder: Any, vectors: np.ndarray, spec: str) 
     from retrieval.records import Article
     from retrieval.store import NewPassage, Store
 
-    with Collection.open(path, embedder, index_spec=spec):
+    with Collection.open(path, embedder, index_spec=spec, background=False):
         pass
-    for file in path.glob("index-*.faiss"):
-        file.unlink()
     store = Store(path / STORE)
     per_article, text = 10, "synthetic passage"
     try:

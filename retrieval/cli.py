@@ -199,18 +199,20 @@ def run_index(args: argparse.Namespace) -> int:
     chunker = ChunkerSettings(mode=args.chunking) if args.chunking else None
     embedder = None
     if args.model or args.backend:
-        from retrieval.collection import make_embedder
+        from retrieval.backends import make_embedder
         from retrieval.embedding import DEFAULT_MODEL
 
         embedder = make_embedder(args.backend, args.model or DEFAULT_MODEL)
     with Collection.open(
-        collection_path(args), embedder, chunker=chunker, index_spec=args.index_spec
+        collection_path(args), embedder, chunker=chunker, index_spec=args.index_spec,
+        background=False,
     ) as collection:
         report = collection.add_articles(
             loaded.articles,
             progress=progress_bar(len(loaded.articles), quiet=args.quiet),
             batch_size=args.batch_size,
         )
+        checkpoint_if_due(collection)
     print(
         f"indexed into {collection.path}: {report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged; {report.passages_added} passages added, "
@@ -279,6 +281,20 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def checkpoint_if_due(collection: Any) -> None:
+    """Saves the index as of now when enough changed, so the next open need not replay it.
+
+    Services on the collection would build it in the background too; doing it here
+    spares them the work. Said on stderr, since it may take a while on a large collection.
+    """
+    reason = collection.checkpoint_due()
+    if reason is None:
+        return
+    print(f"checkpoint: saving the index ({reason})", file=sys.stderr, flush=True)
+    how = collection.checkpoint()
+    print(f"checkpoint: {how or 'left to the process already building one'}", file=sys.stderr)
 
 
 def collection_path(args: argparse.Namespace) -> Path:

@@ -1,25 +1,36 @@
-"""A collection on disk: the store, the derived FAISS index, and the settings that made them.
+"""A collection on disk: the store, the index derived from it, and the rules that keep them one.
 
 Layout of a collection directory:
 
-    manifest.json            format version, embedder (model, fingerprint, dim), chunker, index spec
-    store.sqlite (+ -wal)    the single source of truth: articles, passages, vectors, FTS5
-    index-<generation>.faiss the FAISS index as of that store generation (derived data)
-    write.lock               held by the one process writing
+    manifest.json              format version, embedder, chunker, index policy (manifest.py)
+    store.sqlite (+ -wal)      the single source of truth and the index's log (store.py)
+    index-<generation>.faiss   the latest checkpoint of the index (checkpoint.py)
+    checkpoint.lock            held by the one process building a checkpoint
 
-Every write is one SQLite transaction that bumps the store's generation. The index file
-is named by the generation it reflects and is written to a temporary file and renamed,
-so a crash at any point leaves a store that opens at its last commit and an index that
-is either current or older. An older index catches up from the store (vectors added and
-passage ids removed since its generation); a missing or unreadable one is rebuilt from
-the stored vectors. Nothing is ever re-embedded to recover.
+The concurrency rules, all of them:
+
+1. Writes are SQLite transactions (`Store.transaction`): one writer at a time across
+   processes, each write all-or-nothing, each bumping the generation. Embedding runs
+   before the transaction, so a write holds the database only for its own rows. No
+   index file is written per write.
+2. Every read runs in one store snapshot (`reading()`), and the in-memory index is
+   caught up to exactly that snapshot's generation from the store's log before it is
+   searched, under the index's lock (live_index.py). So a search sees one whole
+   committed generation, in the index and in the store alike, whichever process wrote.
+   An article is found by the first search that starts after its write returned, in
+   this process or any other.
+3. Checkpoints are built from a store snapshot aside (in a background thread, or at the
+   end of `retrieval index`), written atomically, and swapped into the index whole;
+   other processes load the newer file within a second. A checkpoint is only a shortcut:
+   a missing, stale or unreadable one is replaced by replaying the store's log.
+
+A process killed at any point therefore leaves a store at its last commit and at most
+an older checkpoint, which the next open catches up.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,64 +42,42 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from retrieval.chunking import ChunkerSettings, chunk_text
+from retrieval import checkpoint
+from retrieval.backends import default_embedder, make_embedder
+from retrieval.chunking import ChunkerSettings
 from retrieval.embedding import DEFAULT_MODEL, Embedder
-from retrieval.errors import (
-    CollectionFormatError,
-    CollectionLockedError,
-    InputError,
-    ModelMismatchError,
-    NotFoundError,
+from retrieval.errors import CollectionFormatError, NotFoundError
+from retrieval.index import FaissIndex
+from retrieval.index_policy import IndexPolicy
+from retrieval.ingest import (
+    INGEST_BATCH,
+    IngestReport,
+    batched,
+    passages_for,
+    refuse_duplicate_ids,
+    with_vector,
 )
-from retrieval.index import APPROXIMATE_SPEC, FaissIndex, approximate_spec, training_size
-from retrieval.records import Article, Passage
-from retrieval.store import NewPassage, Store
+from retrieval.live_index import LiveIndex
+from retrieval.manifest import (
+    check_embedder,
+    check_settings,
+    new_manifest,
+    read_manifest,
+    write_manifest,
+)
+from retrieval.records import Article, Filters, Passage
+from retrieval.store import DEFAULT_WRITE_TIMEOUT_S, NewPassage, Store
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 STORE = "store.sqlite"
-LOCK = "write.lock"
-BACKENDS = ("torch", "openvino-int8", "openvino-fp32")
-# The backend of new collections when none is chosen. openvino-int8 is 2.6x faster end to
-# end and embeds a query in ~2-3 ms instead of 12-15, but it moved MED's hybrid nDCG@10
-# by -0.007 (30 queries; README), past the 0.005 the evaluation allows, so the exact
-# model stays the default and the fast one is a collection setting (--backend).
-DEFAULT_BACKEND = "torch"
-# Index policy of new collections ("auto"): exact search up to AUTO_ABOVE passages, then
-# the approximate index. At 20,000 vectors an exact scan costs about as much as embedding
-# the query with the int8 model (~3 ms on 2 cores) and grows linearly from there, while
-# IVF,SQ8 stays near 1-1.5 ms at recall@10 ~0.97 (`retrieval bench index` measures it).
-AUTO_ABOVE = 20_000
-# An approximate index is rebuilt from the store once this share of its slots is removed
-# passages (HNSW cannot delete; removed rows stay as tombstones until then).
-COMPACT_ABOVE = 0.2
-# A title longer than this is left out of the passages' embedding input: it would eat
-# the passage's budget, and such "titles" are usually first sentences anyway.
-MAX_TITLE_PREFIX_TOKENS = 48
-# Articles chunked, embedded and committed together: one transaction each.
-INGEST_BATCH = 64
-
-
-@dataclass(slots=True)
-class IngestReport:
-    """What one ingest did, article by article."""
-
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    passages_added: int = 0
-    passages_removed: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+# How often a reading process looks for a checkpoint written by another process.
+CHECKPOINT_POLL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class CollectionInfo:
-    """The numbers `retrieval info` prints."""
+    """The numbers `retrieval info` prints, checked row by row."""
 
     path: str
     articles: int
@@ -98,6 +87,8 @@ class CollectionInfo:
     max_passage_tokens: int
     generation: int
     index_generation: int
+    checkpoint_generation: int
+    index_spec: str
     bytes_on_disk: int
     ids_match: bool
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -107,67 +98,61 @@ class CollectionInfo:
         return self.ids_match and self.vectors_in_store == self.vectors_in_index == self.passages
 
 
-def default_backend() -> str:
-    """DEFAULT_BACKEND when its libraries are installed (retrieval[fast]), else "torch"."""
-    from importlib.util import find_spec
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """What a search may read, all as of one store generation (see `Collection.reading`)."""
 
-    if DEFAULT_BACKEND.startswith("openvino") and not (find_spec("openvino") and find_spec("nncf")):
-        logger.info("openvino/nncf not installed (retrieval[fast]): embedding with torch")
-        return "torch"
-    return DEFAULT_BACKEND
+    generation: int
+    store: Store
+    index: LiveIndex
 
+    def dense(
+        self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the k nearest passages per query vector; id -1 pads."""
+        return self.index.search(vectors, k, allowed=allowed)
 
-def make_embedder(backend: str | None = None, model: str | Path = DEFAULT_MODEL) -> Embedder:
-    """The embedder for a backend name: "torch", "openvino-int8" or "openvino-fp32".
+    def size(self) -> int:
+        return len(self.index)
 
-    None picks `default_backend()`.
+    def passage_ids_matching(self, filters: Filters) -> np.ndarray:
+        return self.store.passage_ids_matching(filters)
 
-    Raises:
-        InputError: an unknown backend.
-    """
-    backend = backend or default_backend()
-    if backend == "torch":
-        from retrieval.embedding import SentenceTransformerEmbedder
+    def hit_rows(self, passage_ids: Sequence[int]) -> dict[int, Any]:
+        return self.store.hit_rows(passage_ids)
 
-        return SentenceTransformerEmbedder(model)
-    if backend in ("openvino-int8", "openvino-fp32"):
-        from retrieval.embedding_openvino import OpenVinoEmbedder
-
-        return OpenVinoEmbedder(model, precision=backend.removeprefix("openvino-"))
-    raise InputError(f"unknown embedding backend {backend!r}: use one of {', '.join(BACKENDS)}")
-
-
-def default_embedder(spec: dict[str, Any]) -> Embedder:
-    """Builds the embedder a manifest names (its backend and model)."""
-    backend = spec.get("backend", "torch")
-    if backend not in BACKENDS:
-        raise CollectionFormatError(f"unknown embedding backend {backend!r} in the manifest")
-    return make_embedder(backend, spec["model"])
+    def article_of(self, passage_ids: Sequence[int]) -> dict[int, str]:
+        return self.store.article_of(passage_ids)
 
 
 class Collection:
-    """Articles, passages and their vectors on disk, with a FAISS index in memory.
+    """Articles, passages and their vectors on disk, with the index searched in memory.
 
-    Open one with `Collection.open`. It is safe to share between threads: searches and
-    writes are serialised around the store and index, while the slow embedding of new
-    passages happens outside that lock. Other processes may write to the same directory
-    (one at a time); `refresh()` brings this one's index up to their last commit.
+    Open one with `Collection.open`. It is safe to share between threads, and other
+    processes may read and write the same directory meanwhile (see the module docstring).
+
+    Args:
+        background: build due checkpoints and load newer ones in background threads
+            (for long-lived processes); otherwise only `checkpoint()` builds one.
     """
 
-    def __init__(self, path: Path, manifest: dict[str, Any], embedder: Embedder) -> None:
+    def __init__(
+        self, path: Path, manifest: dict[str, Any], embedder: Embedder, *, background: bool
+    ) -> None:
         self.path = path
         self.manifest = manifest
         self.embedder = embedder
         self.chunker = ChunkerSettings(**manifest["chunker"])
-        self.index_spec: str = manifest["index"]["spec"]
+        self.policy = IndexPolicy.from_manifest(manifest["index"])
         self.store = Store(path / STORE)
-        self._lock = threading.RLock()
-        self._write_lock = FileLock(str(path / LOCK))
-        self._index: FaissIndex | None = None
-        self._index_generation = -1
-        self._saved_generation = -1
+        self.background = background
+        self._index: LiveIndex | None = None
+        self._index_lock = threading.Lock()  # loading the index once
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._last_poll = 0.0
 
-    # -- opening -------------------------------------------------------------------------
+    # -- opening and closing --------------------------------------------------------------
 
     @classmethod
     def open(
@@ -177,16 +162,20 @@ class Collection:
         *,
         chunker: ChunkerSettings | None = None,
         index_spec: str | None = None,
+        policy: IndexPolicy | None = None,
         create: bool = True,
+        background: bool = True,
     ) -> Collection:
         """Opens the collection at `path`, creating it when asked and missing.
 
         Args:
             embedder: the model to embed with. For an existing collection it must be the
                 one it was built with (else ModelMismatchError); None loads that one.
-            chunker, index_spec: settings for a new collection; for an existing one they
-                must match the manifest when given.
+            chunker, index_spec, policy: settings for a new collection (`index_spec` is
+                shorthand for `IndexPolicy(index_spec)`); for an existing one they must
+                match the manifest when given.
             create: create the directory and manifest when missing.
+            background: see the class.
 
         Raises:
             CollectionFormatError: no collection there (and create is False), or an
@@ -194,6 +183,8 @@ class Collection:
             ModelMismatchError: the embedder or settings differ from the manifest's.
         """
         path = Path(path).expanduser().resolve()
+        if policy is None and index_spec is not None:
+            policy = IndexPolicy(index_spec)
         manifest = read_manifest(path)
         if manifest is None:
             if not create:
@@ -202,26 +193,20 @@ class Collection:
                     f"(retrieval index PATH --collection {path})"
                 )
             embedder = embedder or make_embedder(None, DEFAULT_MODEL)
-            manifest = new_manifest(embedder, chunker or ChunkerSettings(), index_spec or "auto")
+            manifest = new_manifest(embedder, chunker or ChunkerSettings(), policy or IndexPolicy())
             write_manifest(path, manifest)
         else:
-            check_settings(path, manifest, chunker, index_spec)
+            check_settings(path, manifest, chunker, policy)
             embedder = embedder or default_embedder(manifest["embedder"])
             check_embedder(path, manifest, embedder)
-        collection = cls(path, manifest, embedder)
-        collection.refresh()
-        return collection
+        return cls(path, manifest, embedder, background=background)
 
     def close(self) -> None:
-        """Saves the index if it moved on since it was last saved, and closes the store."""
-        with self._lock:
-            if self._index is not None and self._index_generation != self._saved_generation:
-                try:
-                    with self._write_lock.acquire(timeout=5):
-                        self._save_index()
-                except Timeout:
-                    logger.info("index not saved: another process is writing")
-            self.store.close()
+        """Stops a background checkpoint (its work is simply dropped) and closes the store."""
+        self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+        self.store.close()
 
     def __enter__(self) -> Collection:
         return self
@@ -229,318 +214,258 @@ class Collection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the index -----------------------------------------------------------------------
+    # -- reading --------------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[Reader]:
+        """One consistent read: a store snapshot, and the index caught up to it.
+
+        Everything the yielded Reader returns reflects its generation and nothing else.
+        The index's lock is held throughout, so keep the block short (one search).
+        """
+        index = self.index
+        with index.lock, self.store.snapshot() as generation:  # lock first: see live_index
+            index.catch_up(self.store, generation)
+            yield Reader(generation, self.store, index)
+        self._after_read()
 
     @property
-    def index(self) -> FaissIndex:
-        """The in-memory FAISS index, current as of the last `refresh()`."""
+    def index(self) -> LiveIndex:
+        """The in-memory index (loaded on first use from the newest checkpoint)."""
         if self._index is None:
-            self.refresh()
-        assert self._index is not None  # refresh() always sets it
+            with self._index_lock:
+                if self._index is None:
+                    self._index = self._load_index()
         return self._index
 
     def refresh(self) -> int:
         """Brings the index up to the store's last committed generation; returns it."""
-        with self._lock:
-            generation = self.store.generation()
-            if self._index is None:
-                self._load_or_rebuild_index(generation)
-            if self._index_generation != generation:
-                self._catch_up(generation)
-            return generation
+        with self.reading() as reader:
+            return reader.generation
 
-    def _load_or_rebuild_index(self, generation: int) -> None:
-        for saved_generation, file in saved_indexes(self.path):
-            if saved_generation > generation:
-                continue  # written by a transaction that never committed
-            try:
-                self._index = FaissIndex.load(file, self.index_spec)
-            except RuntimeError as error:  # unreadable file: rebuild, never fail to open
-                logger.warning("ignoring unreadable index %s: %s", file, error)
-                continue
-            self._index_generation = self._saved_generation = saved_generation
-            return
-        spec = self._wanted_spec(self.store.counts()["vectors"])
-        if spec == "Flat":
-            self._index = FaissIndex(self.embedder.dim, spec)
-            self._index_generation = 0
-        else:  # trained on a sample of the whole store, then filled: current as of now
-            self._index = self._build_index(spec)
-            self._index_generation = generation
+    @property
+    def generation(self) -> int:
+        """The store's last committed generation."""
+        return self.store.generation()
 
-    def _catch_up(self, generation: int) -> None:
-        assert self._index is not None
-        since = self._index_generation
+    def _load_index(self) -> LiveIndex:
+        with self.store.snapshot() as generation:
+            found = checkpoint.load_newest(self.path, generation)
+        if found is None:  # a new collection, or its checkpoint was lost: replay the log
+            return LiveIndex(FaissIndex(self.embedder.dim, "Flat"), 0)
+        return LiveIndex(found.index, found.generation)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def checkpoint_due(self) -> str | None:
+        """Why the index should be checkpointed now (for the log), or None."""
+        index = self.index
+        with index.lock:
+            sizes = index.counts()
+            return self.policy.checkpoint_due(
+                base_spec=index.base.spec, base_size=sizes["checkpoint"], added=sizes["delta"],
+                removed=sizes["tombstones"], n_passages=len(index),
+            )
+
+    def checkpoint(self, *, force: bool = False) -> str | None:
+        """Builds, saves and swaps in a new checkpoint when one is due (or `force`).
+
+        Returns how it was built, or None when none was due or another process is
+        building one. Searches go on meanwhile; nothing here blocks a write.
+        """
+        self.refresh()
+        reason = self.checkpoint_due() or ("asked for" if force else None)
+        if reason is None:
+            return None
         try:
-            if since > 0:
-                self._index.remove(self.store.removed_since(since))
-            for ids, vectors in self.store.vectors(self.embedder.dim, since_generation=since):
-                self._index.add(ids, vectors)
-        except BaseException:
-            # Half caught up is neither old nor new: drop it and derive it again next time.
-            self._index, self._index_generation = None, -1
-            raise
-        self._index_generation = generation
+            with FileLock(str(self.path / checkpoint.LOCK)).acquire(timeout=0):
+                return self._build_checkpoint(reason)
+        except Timeout:
+            logger.info("%s: another process is building a checkpoint", self.path)
+            return None
 
-    def _wanted_spec(self, n_vectors: int) -> str:
-        """The index spec for a collection of this size, by the manifest's policy.
+    def _build_checkpoint(self, reason: str) -> str:
+        index = self.index
+        current = None  # nothing checkpointed yet: build anew
+        if index.base_generation > 0:
+            current = checkpoint.Checkpoint(index.base, index.base_generation, "current")
+        started = time.perf_counter()
+        built = checkpoint.build(
+            self.store, self.embedder.dim, self.policy, current, should_stop=self._closing.is_set
+        )
+        checkpoint.save(self.path, built)
+        index.swap(built.index, built.generation, self.store)
+        logger.info(
+            "%s: checkpoint at generation %d (%s; %s) in %.1f s", self.path, built.generation,
+            built.how, reason, time.perf_counter() - started,
+        )
+        return built.how
 
-        "IVF,SQ8" in the policy means an IVF with lists for the size (`approximate_spec`);
-        the current IVF index stays while its lists are within 2x of that, so a growing
-        collection is re-clustered each time it quadruples, not at every ingest.
-        """
-        auto = self.manifest["index"].get("auto")
-        if not auto:
-            return self.index_spec
-        # Hysteresis: only a collection shrunk to half the threshold goes back to exact.
-        current = self._index
-        above = auto["above"] if current is None or not current.approximate else auto["above"] // 2
-        if n_vectors < above:
-            return "Flat"
-        if auto["spec"] != APPROXIMATE_SPEC:
-            return str(auto["spec"])
-        wanted = approximate_spec(n_vectors)
-        if current is not None and current.ivf:
-            lists, wanted_lists = ivf_lists_of(current.spec), ivf_lists_of(wanted)
-            if wanted_lists // 2 <= lists <= wanted_lists * 2:
-                return current.spec
-        return wanted
-
-    def _maintain_index(self) -> None:
-        """Switches index type past the size threshold, or compacts tombstones (write lock held).
-
-        Both rebuild the index from the stored vectors; nothing is re-embedded.
-        """
-        assert self._index is not None
-        wanted = self._wanted_spec(len(self._index))
-        if wanted == self._index.spec and self._index.tombstone_fraction <= COMPACT_ABOVE:
+    def _after_read(self) -> None:
+        """Background upkeep after a read: a newer checkpoint from another process, or a due one."""
+        if not self.background or self._closing.is_set():
             return
-        self._index = self._build_index(wanted)
+        if self._checkpointer is not None and self._checkpointer.is_alive():
+            return
+        now = time.monotonic()
+        if now - self._last_poll >= CHECKPOINT_POLL_S:
+            self._last_poll = now
+            newest = checkpoint.saved_checkpoints(self.path)
+            if newest and newest[0][0] > self.index.base_generation:
+                self._start(self._load_newer_checkpoint)
+                return
+        if self.checkpoint_due():
+            self._start(self._checkpoint_quietly)
 
-    def _build_index(self, spec: str) -> FaissIndex:
-        """A new index of this spec over every stored vector, trained on a sample of them."""
-        logger.info("building the index of %s as %s from the store", self.path, spec)
-        index = FaissIndex(self.embedder.dim, spec)
-        wanted = training_size(spec)
-        sample = self._sample_vectors(wanted) if wanted else None
-        if sample is not None and len(sample):  # an empty store trains on its first add
-            index.train(sample)
-        for ids, vectors in self.store.vectors(self.embedder.dim):
-            index.add(ids, vectors)
-        return index
+    def _start(self, work: Callable[[], object]) -> None:
+        self._checkpointer = threading.Thread(target=work, name="checkpoint", daemon=True)
+        self._checkpointer.start()
 
-    def _sample_vectors(self, n: int) -> np.ndarray:
-        """About n stored vectors drawn evenly (seeded: the same store gives the same index)."""
-        total = max(1, self.store.counts()["vectors"])
-        rng = np.random.default_rng(0)
-        parts = [
-            vectors[rng.random(len(vectors)) < n / total]
-            for _, vectors in self.store.vectors(self.embedder.dim)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, self.embedder.dim), np.float32)
+    def _load_newer_checkpoint(self) -> None:
+        index = self.index
+        try:
+            found = checkpoint.load_newest(
+                self.path, self.store.generation(), newer_than=index.base_generation
+            )
+            if found is not None and not self._closing.is_set():
+                index.swap(found.index, found.generation, self.store)
+        except Exception:  # the current index keeps serving; the next poll retries
+            logger.exception("%s: loading a newer checkpoint failed", self.path)
 
-    def _save_index(self) -> None:
-        """Writes the index as of its generation and drops older files (write lock held)."""
-        assert self._index is not None
-        policy, spec = self.manifest["index"], self._index.spec
-        if policy.get("auto") and policy["spec"] != spec:
-            # Under "auto" the manifest names the index in use, which may have just changed.
-            self.manifest = {**self.manifest, "index": {**policy, "spec": spec}}
-            write_manifest(self.path, self.manifest)
-            self.index_spec = self._index.spec
-        target = self.path / f"index-{self._index_generation:012d}.faiss"
-        self._index.save(target)
-        self._saved_generation = self._index_generation
-        for generation, file in saved_indexes(self.path):
-            if generation != self._saved_generation:
-                file.unlink(missing_ok=True)
-        for leftover in self.path.glob("*.tmp"):
-            leftover.unlink(missing_ok=True)
+    def _checkpoint_quietly(self) -> None:
+        try:
+            self.checkpoint()
+        except checkpoint.CheckpointAborted:
+            pass
+        except Exception:  # the current index keeps serving; the next read retries
+            logger.exception("%s: building a checkpoint failed", self.path)
 
-    # -- writes --------------------------------------------------------------------------
+    # -- writes ---------------------------------------------------------------------------
 
     def add_articles(
         self,
         articles: Iterable[Article],
         *,
         progress: Callable[[int], None] | None = None,
-        lock_timeout: float = 10.0,
+        lock_timeout: float = DEFAULT_WRITE_TIMEOUT_S,
         batch_size: int = INGEST_BATCH,
     ) -> IngestReport:
         """Adds new articles, replaces changed ones, and skips unchanged ones.
 
         Articles are committed in batches of `batch_size`, each batch one transaction:
-        an interrupted ingest keeps the batches committed before it, whole.
+        an interrupted ingest keeps the batches committed before it, whole. Each batch
+        is embedded before its transaction starts, so other writers wait only for
+        the rows to be written.
 
         Args:
             progress: called with the number of articles handled after each batch.
-            lock_timeout: seconds to wait for another process's write to finish.
+            lock_timeout: seconds a batch waits for another process's write to finish.
 
         Raises:
-            CollectionLockedError: another process kept the write lock past lock_timeout.
+            CollectionLockedError: another process kept writing past lock_timeout.
+            InputError: an article without text, or an id given twice.
         """
         articles = refuse_duplicate_ids(articles)
         report, started = IngestReport(), time.perf_counter()
-        with self._writing(lock_timeout):
-            for batch in batched(articles, batch_size):
-                self._add_batch(batch, report)
-                if progress:
-                    progress(len(batch))
-            with self._lock:
-                self._maintain_index()
-            self._save_index()
+        for batch in batched(articles, batch_size):
+            self._add_batch(batch, report, lock_timeout)
+            if progress:
+                progress(len(batch))
         report.seconds = time.perf_counter() - started
         return report
 
-    def delete_article(self, article_id: str, *, lock_timeout: float = 10.0) -> int:
-        """Deletes an article and its passages from store and index; returns passages removed.
-
-        Raises:
-            NotFoundError: no article has that id.
-        """
-        with self._writing(lock_timeout), self._lock:
-            if self.store.article(article_id) is None:
-                raise NotFoundError(f"no article with id {article_id!r}")
-            with self.store.transaction() as generation:
-                removed = self.store.delete_article(article_id, generation)
-            self._apply(generation, np.array(removed, np.int64), [], None)
-            self._maintain_index()
-            self._save_index()
-            return len(removed)
-
-    @contextmanager
-    def _writing(self, timeout: float) -> Iterator[None]:
-        """Holds the cross-process write lock, with the index brought up to date under it."""
-        try:
-            self._write_lock.acquire(timeout=timeout)
-        except Timeout:
-            raise CollectionLockedError(
-                f"{self.path} is being written by another process; try again when it is done"
-            ) from None
-        try:
-            self.refresh()
-            yield
-        finally:
-            self._write_lock.release()
-
-    def _add_batch(self, batch: Sequence[Article], report: IngestReport) -> None:
-        with self._lock:
-            known = self.store.content_hashes([article.id for article in batch])
+    def _add_batch(self, batch: Sequence[Article], report: IngestReport, timeout: float) -> None:
+        known = self.store.content_hashes([article.id for article in batch])
         changed = [a for a in batch if known.get(a.id) != a.content_hash()]
         report.unchanged += len(batch) - len(changed)
         if not changed:
             return
-        pieces = [self.passages_for(article) for article in changed]
+        pieces = [passages_for(article, self.embedder, self.chunker) for article in changed]
         inputs = [text for article_pieces in pieces for _, text in article_pieces]
-        vectors = self.embedder.embed_documents(inputs)  # slow: outside the lock
-        with self._lock:
-            removed, added = self._commit(changed, pieces, vectors)
-        report.added += sum(1 for a in changed if a.id not in known)
-        report.updated += sum(1 for a in changed if a.id in known)
-        report.passages_added += added
-        report.passages_removed += removed
+        vectors = self.embedder.embed_documents(inputs)  # slow: before the transaction
+        rows, offset = [], 0
+        for article_pieces in pieces:
+            rows.append(
+                [with_vector(p, vectors[offset + i]) for i, (p, _) in enumerate(article_pieces)]
+            )
+            offset += len(article_pieces)
+        with self.store.transaction(timeout) as generation:
+            for article, article_rows in zip(changed, rows, strict=True):
+                gone, new = self.store.put_article(article, article_rows, generation)
+                report.passages_removed += len(gone)
+                report.passages_added += len(new)
+                if article.id in known:
+                    report.updated += 1
+                else:
+                    report.added += 1
 
-    def _commit(
-        self,
-        articles: Sequence[Article],
-        pieces: Sequence[list[tuple[NewPassage, str]]],
-        vectors: np.ndarray,
-    ) -> tuple[int, int]:
-        removed: list[int] = []
-        added: list[int] = []
-        offset = 0
-        with self.store.transaction() as generation:
-            for article, article_pieces in zip(articles, pieces, strict=True):
-                rows = []
-                for passage, _ in article_pieces:
-                    rows.append(_with_vector(passage, vectors[offset]))
-                    offset += 1
-                gone, new = self.store.put_article(article, rows, generation)
-                removed += gone
-                added += new
-        self._apply(generation, np.array(removed, np.int64), added, vectors)
-        return len(removed), len(added)
+    def delete_article(
+        self, article_id: str, *, lock_timeout: float = DEFAULT_WRITE_TIMEOUT_S
+    ) -> int:
+        """Deletes an article and its passages; returns the number of passages removed.
 
-    def _apply(
-        self, generation: int, removed: np.ndarray, added: list[int], vectors: np.ndarray | None
-    ) -> None:
-        """Mirrors a committed transaction in the in-memory index."""
-        index = self.index
-        try:
-            index.remove(removed)
-            if added and vectors is not None:
-                index.add(np.array(added, np.int64), vectors)
-        except Exception:
-            # The store has committed; drop the index so the next refresh re-derives it.
-            self._index, self._index_generation = None, -1
-            raise
-        self._index_generation = generation
+        Raises:
+            NotFoundError: no article has that id.
+            CollectionLockedError: another process kept writing past lock_timeout.
+        """
+        with self.store.transaction(lock_timeout) as generation:
+            if self.store.article(article_id) is None:
+                raise NotFoundError(f"no article with id {article_id!r}")
+            return len(self.store.delete_article(article_id, generation))
 
     def passages_for(self, article: Article) -> list[tuple[NewPassage, str]]:
-        """Chunks an article; returns each passage (vector still empty) with its embedding input."""
-        if not article.text.strip():
-            raise InputError(f"article {article.id!r} has no text")
-        prefix = self.title_prefix(article)
-        reserved = (
-            self.embedder.count_tokens(prefix) - self.embedder.count_tokens("") if prefix else 0
-        )
-        spans = chunk_text(article.text, self.embedder, self.chunker, reserved_tokens=reserved)
-        out = []
-        for ordinal, span in enumerate(spans):
-            text = article.text[span.start : span.end]
-            embed_input = prefix + text
-            passage = NewPassage(
-                ordinal=ordinal,
-                start=span.start,
-                end=span.end,
-                text=text,
-                n_tokens=self.embedder.count_tokens(embed_input),
-                vector=_NO_VECTOR,
-            )
-            out.append((passage, embed_input))
-        return out
+        """How an article would be chunked: each passage with its embedding input."""
+        return passages_for(article, self.embedder, self.chunker)
 
-    def title_prefix(self, article: Article) -> str:
-        """The title, put before each passage when embedding, unless the text starts with it.
+    # -- reads ----------------------------------------------------------------------------
 
-        A passage deep in an article often never names its subject; the headline does.
-        """
-        title = article.title.strip()
-        if not title or article.text.lstrip().startswith(title):
-            return ""
-        if (
-            self.embedder.count_tokens(title) - self.embedder.count_tokens("")
-            > MAX_TITLE_PREFIX_TOKENS
-        ):
-            return ""
-        return title + "\n"
-
-    # -- reads ---------------------------------------------------------------------------
+    @contextmanager
+    def snapshot(self) -> Iterator[int]:
+        """Reads of articles and passages inside it see one generation (which it yields)."""
+        with self.store.snapshot() as generation:
+            yield generation
 
     def article(self, article_id: str) -> Article:
-        with self._lock:
-            article = self.store.article(article_id)
+        article = self.store.article(article_id)
         if article is None:
             raise NotFoundError(f"no article with id {article_id!r}")
         return article
 
     def passage(self, passage_id: int) -> Passage:
-        with self._lock:
-            passage = self.store.passage(passage_id)
+        passage = self.store.passage(passage_id)
         if passage is None:
             raise NotFoundError(f"no passage with id {passage_id}")
         return passage
 
     def passages_of(self, article_id: str) -> list[Passage]:
-        with self._lock:
-            return self.store.passages_of(article_id)
+        return self.store.passages_of(article_id)
+
+    def stats(self) -> dict[str, Any]:
+        """Cheap numbers for monitoring, all as of one generation (no table scans)."""
+        index = self.index
+        with self.reading() as reader:
+            generation = reader.generation
+            counts = self.store.counts()
+            sizes = index.counts()
+            in_index = len(index)
+            spec = index.base.spec
+        return {
+            "articles": counts["articles"], "passages": counts["passages"],
+            "vectors_in_index": in_index, "generation": generation,
+            "index": spec, "checkpoint_generation": index.base_generation,
+            "delta": sizes["delta"], "tombstones": sizes["tombstones"],
+            "in_agreement": in_index == counts["passages"],
+        }
 
     def info(self) -> CollectionInfo:
-        with self._lock:
-            generation = self.refresh()
-            counts = self.store.counts()
-            in_index = len(self.index)
-            ids_match = np.array_equal(np.sort(self.index.ids()), self.store.passage_ids())
+        """Everything `retrieval info` prints; compares store and index id by id."""
+        index = self.index
+        with self.reading() as reader:
+            generation = reader.generation
+            counts = self.store.full_counts()
+            ids_match = np.array_equal(index.ids(), self.store.passage_ids())
+            in_index = len(index)
+            base_generation, spec = index.base_generation, index.base.spec
         size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
         return CollectionInfo(
             path=str(self.path),
@@ -550,170 +475,10 @@ class Collection:
             vectors_in_index=in_index,
             max_passage_tokens=counts["max_passage_tokens"],
             generation=generation,
-            index_generation=self._index_generation,
+            index_generation=index.generation,
+            checkpoint_generation=base_generation,
+            index_spec=spec,
             bytes_on_disk=size,
             ids_match=ids_match,
             manifest=self.manifest,
         )
-
-    @property
-    def lock(self) -> threading.RLock:
-        """Held while reading store and index together, so no write lands in between."""
-        return self._lock
-
-
-_NO_VECTOR = np.zeros(0, dtype=np.float32)
-
-
-def _with_vector(passage: NewPassage, vector: np.ndarray) -> NewPassage:
-    return NewPassage(
-        ordinal=passage.ordinal,
-        start=passage.start,
-        end=passage.end,
-        text=passage.text,
-        n_tokens=passage.n_tokens,
-        vector=vector,
-    )
-
-
-def refuse_duplicate_ids(articles: Iterable[Article]) -> list[Article]:
-    """The articles as a list, checked up front: one id twice in one ingest is ambiguous.
-
-    Raises:
-        InputError: naming the first repeated id.
-    """
-    articles, seen = list(articles), set()
-    for article in articles:
-        if article.id in seen:
-            raise InputError(f"article id {article.id!r} appears twice: give each article one id")
-        seen.add(article.id)
-    return articles
-
-
-def batched(items: Iterable[Article], size: int) -> Iterable[list[Article]]:
-    batch: list[Article] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def saved_indexes(path: Path) -> list[tuple[int, Path]]:
-    """Index files in a collection, newest generation first."""
-    found = []
-    for file in path.glob("index-*.faiss"):
-        try:
-            found.append((int(file.stem.removeprefix("index-")), file))
-        except ValueError:
-            continue
-    return sorted(found, reverse=True)
-
-
-# -- the manifest ----------------------------------------------------------------------
-
-
-def new_manifest(
-    embedder: Embedder, chunker: ChunkerSettings, index_spec: str = "auto"
-) -> dict[str, Any]:
-    """A new collection's manifest.
-
-    Args:
-        index_spec: a FAISS factory string, fixed for the collection's life; or "auto":
-            exact ("Flat") up to AUTO_ABOVE passages, APPROXIMATE_SPEC above. The
-            manifest's "spec" always names the index in use; "auto" holds the policy.
-    """
-    index: dict[str, Any] = {"spec": index_spec, "metric": "inner_product", "normalized": True}
-    if index_spec == "auto":
-        index.update(spec="Flat", auto={"above": AUTO_ABOVE, "spec": APPROXIMATE_SPEC})
-    return {
-        "format_version": FORMAT_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "embedder": embedder.spec(),
-        "chunker": chunker.to_dict(),
-        "index": index,
-    }
-
-
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    file = path / MANIFEST
-    if not file.exists():
-        return None
-    try:
-        manifest: dict[str, Any] = json.loads(file.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CollectionFormatError(f"{file} is unreadable ({error})") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CollectionFormatError(
-            f"{file} has format version {manifest.get('format_version')!r}; "
-            f"this engine reads version {FORMAT_VERSION}: re-index into a new collection"
-        )
-    return manifest
-
-
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    """Writes the manifest atomically (temporary file, fsync, rename)."""
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / (MANIFEST + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path / MANIFEST)
-
-
-def check_embedder(path: Path, manifest: dict[str, Any], embedder: Embedder) -> None:
-    """Refuses an embedder other than the collection's own: its vectors would not compare.
-
-    Backend, source model fingerprint, dim and export recipe must match. An int8 export
-    redone on another machine may differ in its last bits (the quantiser's statistics
-    are float sums): that is logged, not refused; the exports are alike, not bit-equal.
-    """
-    built, given = manifest["embedder"], embedder.spec()
-    keys = ("backend", "fingerprint", "dim", "recipe")
-    if built.get("export_fingerprint") != given.get("export_fingerprint") and all(
-        built.get(key) == given.get(key) for key in keys
-    ):
-        logger.warning(
-            "%s was built with OpenVINO export %s; this machine's export of the same model and "
-            "recipe is %s",
-            path,
-            built.get("export_fingerprint"),
-            given.get("export_fingerprint"),
-        )
-    if any(built.get(key) != given.get(key) for key in keys):
-        raise ModelMismatchError(
-            f"{path} was built with model {built.get('model')!r} "
-            f"(backend {built.get('backend')}, fingerprint {built.get('fingerprint')}, "
-            f"dim {built.get('dim')}), not {given.get('model')!r} "
-            f"(backend {given.get('backend')}, fingerprint {given.get('fingerprint')}, "
-            f"dim {given.get('dim')}): open it with its own model, or index into a new collection"
-        )
-
-
-def check_settings(
-    path: Path, manifest: dict[str, Any], chunker: ChunkerSettings | None, index_spec: str | None
-) -> None:
-    if chunker is not None and chunker.to_dict() != manifest["chunker"]:
-        raise ModelMismatchError(
-            f"{path} was chunked with {manifest['chunker']}, not {chunker.to_dict()}: "
-            "use the same settings, or index into a new collection"
-        )
-    index = manifest["index"]
-    if (
-        index_spec is not None
-        and index_spec != index["spec"]
-        and not (index_spec == "auto" and index.get("auto"))
-    ):
-        raise ModelMismatchError(
-            f"{path} uses index {manifest['index']['spec']!r}, not {index_spec!r}: "
-            "use the same index, or index into a new collection"
-        )
-
-
-def ivf_lists_of(spec: str) -> int:
-    """The number of lists in an "IVF<n>,..." spec; 0 for other specs."""
-    head = spec.split(",")[0]
-    return int(head[3:]) if head.startswith("IVF") and head[3:].isdigit() else 0

@@ -95,7 +95,7 @@ class Task:
 @functools.lru_cache(maxsize=2)
 def load_model(model: str, backend: str | None = None) -> Any:
     """The embedding model, loaded once per process (several evaluations in one test run)."""
-    from retrieval.collection import make_embedder
+    from retrieval.backends import make_embedder
 
     return make_embedder(backend, model)
 

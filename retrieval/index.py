@@ -296,34 +296,43 @@ class FaissIndex:
         self._sorted = None
 
     def search(
-        self, queries: Vectors, k: int, *, allowed: Ids | None = None
+        self, queries: Vectors, k: int, *, allowed: Ids | None = None,
+        excluded: Ids | None = None,
     ) -> tuple[NDArray[np.float32], Ids]:
         """Returns (scores, ids), each (n_queries, min(k, len)), best first.
 
-        With `allowed`, only those ids are candidates; rows hold id -1 (score -inf)
-        where fewer than k candidates exist.
+        With `allowed`, only those ids are candidates; with `excluded` (sorted, unique:
+        passages deleted since this index was built), those ids never are. Rows hold
+        id -1 (score -inf) where fewer than k candidates exist.
         """
         queries = check_vectors(queries, self._dim)
-        k = min(k, len(self))
+        if allowed is not None:
+            allowed = np.unique(np.asarray(allowed, dtype=np.int64))
+            excluded = None  # the caller's allowed ids are all live
+        if excluded is not None and not len(excluded):
+            excluded = None
+        live = len(self) - (len(excluded) if excluded is not None else 0)
+        k = min(k, live)
         if k <= 0 or len(queries) == 0:
             empty = np.zeros((len(queries), max(k, 0)))
             return empty.astype(np.float32), np.full(empty.shape, -1, dtype=np.int64)
-        if allowed is not None:
-            allowed = np.unique(np.asarray(allowed, dtype=np.int64))
         with single_threaded(len(queries) < _FEW_QUERIES):
             if not self.approximate:
-                return self._search_faiss(queries, k, allowed)
+                return self._search_faiss(queries, k, allowed, excluded)
             if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT:
                 return self._search_exact_small(queries, k, allowed)
-            scores, ids = self._search_faiss(queries, k, allowed)
+            scores, ids = self._search_faiss(queries, k, allowed, excluded)
             expected = k if allowed is None else min(k, len(self._positions(allowed)))
             short = np.flatnonzero((ids >= 0).sum(axis=1) < expected)
             if len(short):  # the probed lists or the graph walk ran short: scan exactly
-                scores[short], ids[short] = self._search_exact_scan(queries[short], k, allowed)
+                scores[short], ids[short] = self._search_exact_scan(
+                    queries[short], k, allowed, excluded
+                )
             return scores, ids
 
     def _search_faiss(
-        self, queries: Vectors, k: int, allowed: Ids | None, *, exhaustive: bool = False
+        self, queries: Vectors, k: int, allowed: Ids | None, excluded: Ids | None = None,
+        *, exhaustive: bool = False,
     ) -> tuple[NDArray[np.float32], Ids]:
         import faiss
 
@@ -336,11 +345,10 @@ class FaissIndex:
             params.efSearch = max(self.ef_search, k)
         else:
             params = faiss.SearchParameters()
-        if allowed is not None:
-            params.sel = faiss.IDSelectorBatch(allowed)
-        elif self._dead:
-            params.sel = faiss.IDSelectorRange(*_NOT_REMOVED)
+        keep = selectors(allowed, excluded, tombstones=self._dead > 0)
+        params.sel = keep[-1] if keep else None
         scores, ids = self._index.search(queries, k, params=params)
+        del keep  # FAISS held raw pointers to these until the search returned
         return _clean(scores, ids)
 
     def _positions(self, allowed: Ids) -> Ids:
@@ -372,16 +380,22 @@ class FaissIndex:
         return scores, ids
 
     def _search_exact_scan(
-        self, queries: Vectors, k: int, allowed: Ids | None
+        self, queries: Vectors, k: int, allowed: Ids | None, excluded: Ids | None = None
     ) -> tuple[NDArray[np.float32], Ids]:
         """Exact scan of the stored codes, live (and allowed) rows only."""
         import faiss
 
         if self.ivf:
-            return self._search_faiss(queries, k, allowed, exhaustive=True)
+            return self._search_faiss(queries, k, allowed, excluded, exhaustive=True)
         storage = faiss.downcast_index(self._inner.storage)  # type: ignore[union-attr]
         params = faiss.SearchParameters()
-        live = self._positions(allowed) if allowed is not None else np.flatnonzero(self._ids >= 0)
+        if allowed is not None:
+            live = self._positions(allowed)
+        else:
+            alive = self._ids >= 0
+            if excluded is not None:
+                alive &= ~np.isin(self._ids, excluded)
+            live = np.flatnonzero(alive)
         params.sel = faiss.IDSelectorBatch(live)
         scores, slots = storage.search(queries, k, params=params)
         ids = np.where(slots >= 0, self._ids[np.maximum(slots, 0)], -1)
@@ -417,11 +431,41 @@ class FaissIndex:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
 
+    def copy(self) -> FaissIndex:
+        """An independent copy (to change aside while this one keeps serving)."""
+        import faiss
+
+        return FaissIndex(
+            self._dim, self.spec, ef_search=self.ef_search, nprobe=self.nprobe,
+            _index=faiss.clone_index(self._index),
+        )
+
     def nbytes(self) -> int:
         """Bytes the index takes when serialised (what it holds in memory, roughly)."""
         import faiss
 
         return int(len(faiss.serialize_index(self._index)))
+
+
+def selectors(allowed: Ids | None, excluded: Ids | None, *, tombstones: bool) -> list[Any]:
+    """FAISS id selectors for a search, the one to use last; [] when every id qualifies.
+
+    The list also keeps the inner selectors alive: a combined selector holds only raw
+    pointers to them, which Python would otherwise free before the search runs.
+    """
+    import faiss
+
+    if allowed is not None:
+        return [faiss.IDSelectorBatch(allowed)]
+    chain: list[Any] = []
+    if excluded is not None:
+        inner = faiss.IDSelectorBatch(excluded)
+        chain += [inner, faiss.IDSelectorNot(inner)]
+    if tombstones:  # HNSW's removed slots hold id -1
+        chain.append(faiss.IDSelectorRange(*_NOT_REMOVED))
+        if excluded is not None:
+            chain.append(faiss.IDSelectorAnd(chain[1], chain[2]))
+    return chain
 
 
 def describe(inner: Any, fallback: str) -> str:

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from retrieval.collection import Collection
+from retrieval.collection import Collection, Reader
 from retrieval.errors import EmptyIndexError, InputError
 from retrieval.highlight import best_sentences
 from retrieval.lexical import Fts5Index, LexicalIndex
@@ -220,20 +220,17 @@ class Retriever:
             raise InputError(f"{mode} search needs one query vector per query")
         filters = options.filters or Filters()
         offset, wanted = options.offset, options.k + options.offset
-        with self.collection.lock:
-            self.collection.refresh()
-            if len(self.collection.index) == 0:
+        with self.collection.reading() as reader:
+            if reader.size() == 0:
                 raise EmptyIndexError("the collection holds no passages: index some articles first")
-            allowed = (
-                None if filters.is_empty() else self.collection.store.passage_ids_matching(filters)
-            )
+            allowed = None if filters.is_empty() else reader.passage_ids_matching(filters)
             results = []
             for i, query in enumerate(queries):
                 vector = None if vectors is None or mode == "lexical" else vectors[i : i + 1]
                 candidates = self._candidates(
-                    query, vector, mode, wanted, filters, allowed, options.max_per_article
+                    reader, query, vector, mode, wanted, filters, allowed, options.max_per_article
                 )
-                results.append(self._hits(candidates[offset:wanted]))
+                results.append(self._hits(reader, candidates[offset:wanted]))
         return results
 
     def highlight(
@@ -258,6 +255,7 @@ class Retriever:
 
     def _candidates(
         self,
+        reader: Reader,
         query: str,
         vector: np.ndarray | None,
         mode: Mode,
@@ -273,16 +271,15 @@ class Retriever:
         """
         fetch = wanted if max_per_article is None else wanted * 4
         while True:
-            raw = self._ranked(query, vector, mode, fetch, filters, allowed)
-            kept = (
-                cap_per_article(raw, max_per_article, self.collection) if max_per_article else raw
-            )
+            raw = self._ranked(reader, query, vector, mode, fetch, filters, allowed)
+            kept = cap_per_article(raw, max_per_article, reader) if max_per_article else raw
             if len(kept) >= wanted or len(raw) < fetch:
                 return kept
             fetch *= 4
 
     def _ranked(
         self,
+        reader: Reader,
         query: str,
         vector: np.ndarray | None,
         mode: Mode,
@@ -292,19 +289,21 @@ class Retriever:
     ) -> list[Candidate]:
         if mode == "dense":
             assert vector is not None
-            return self._dense(vector, k, allowed)
+            return self._dense(reader, vector, k, allowed)
         if mode == "lexical":
             return self._lexical(query, k, filters, allowed)
         assert vector is not None
         depth = max(k, HYBRID_CANDIDATES)
-        dense = self._dense(vector, depth, allowed)
+        dense = self._dense(reader, vector, depth, allowed)
         lexical = self._lexical(query, depth, filters, allowed)
         return fuse(dense, lexical, self.fusion)[:k]
 
-    def _dense(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[Candidate]:
+    def _dense(
+        self, reader: Reader, vector: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> list[Candidate]:
         if allowed is not None and len(allowed) == 0:
             return []
-        scores, ids = self.collection.index.search(vector, k, allowed=allowed)
+        scores, ids = reader.dense(vector, k, allowed)
         return [
             Candidate(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0
         ]
@@ -317,12 +316,12 @@ class Retriever:
         rows = self.lexical.search(query, k, filters=filters, allowed=allowed)
         return [Candidate(passage_id, score) for passage_id, score in rows]
 
-    def _hits(self, candidates: Sequence[Candidate]) -> list[Hit]:
-        rows = self.collection.store.hit_rows([c.passage_id for c in candidates])
+    def _hits(self, reader: Reader, candidates: Sequence[Candidate]) -> list[Hit]:
+        rows = reader.hit_rows([c.passage_id for c in candidates])
         hits: list[Hit] = []
         for candidate in candidates:
             row = rows.get(candidate.passage_id)
-            if row is None:  # cannot happen under the lock; never return a dangling hit
+            if row is None:  # cannot happen in one snapshot; never return a dangling hit
                 continue
             hits.append(
                 Hit(
@@ -399,11 +398,9 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Candidate]]) -> list[Cand
     return [Candidate(passage_id, score) for passage_id, score in ordered]
 
 
-def cap_per_article(
-    candidates: Sequence[Candidate], cap: int, collection: Collection
-) -> list[Candidate]:
+def cap_per_article(candidates: Sequence[Candidate], cap: int, reader: Reader) -> list[Candidate]:
     """Keeps at most `cap` candidates of each article, in rank order."""
-    owners = collection.store.article_of([c.passage_id for c in candidates])
+    owners = reader.article_of([c.passage_id for c in candidates])
     seen: dict[str, int] = {}
     kept = []
     for candidate in candidates:

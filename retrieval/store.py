@@ -2,14 +2,27 @@
 
 It holds articles, their passages with vectors (float32 blobs), an FTS5 table over
 passage text for lexical search, and a generation counter that every committed write
-bumps. The FAISS index is derived from it (see collection.py). Each write is one
+bumps. The FAISS index is derived from it (see live_index.py). Each write is one
 transaction, so a reader, or a process killed mid-write, sees all of it or none.
+
+The store is also the index's log: every passage row carries the generation that added
+it, and `removed` records the generation that deleted each passage, so the changes
+between two generations can be read back exactly (`vectors(since, until)`,
+`removed_between`).
+
+Threads: each thread uses its own SQLite connection (SQLite connections must not be
+shared by threads that run at the same time). `snapshot()` opens a read transaction on
+the calling thread's connection: every read inside it sees one committed generation,
+whatever other threads or processes commit meanwhile (WAL readers never block writers
+and are never blocked by them). `transaction()` is one write; SQLite itself lets one
+writer in at a time, across processes, and makes the others wait up to a timeout.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +32,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from retrieval.errors import CollectionLockedError
 from retrieval.records import Article, Filters, Passage
+
+# How long a write waits for another process's write to finish before giving up.
+DEFAULT_WRITE_TIMEOUT_S = 10.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,6 +82,23 @@ CREATE TRIGGER IF NOT EXISTS passages_fts_delete AFTER DELETE ON passages BEGIN
     VALUES ('delete', old.id, old.title, old.text);
 END;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', '0');
+-- Row counts kept by triggers in the same transaction as every write, so that reading
+-- them costs nothing at any size (count(*) scans the table). The INSERT OR IGNOREs
+-- seed them once for a store made before they existed.
+INSERT OR IGNORE INTO meta (key, value) SELECT 'articles', count(*) FROM articles;
+INSERT OR IGNORE INTO meta (key, value) SELECT 'passages', count(*) FROM passages;
+CREATE TRIGGER IF NOT EXISTS articles_count_insert AFTER INSERT ON articles BEGIN
+    UPDATE meta SET value = value + 1 WHERE key = 'articles';
+END;
+CREATE TRIGGER IF NOT EXISTS articles_count_delete AFTER DELETE ON articles BEGIN
+    UPDATE meta SET value = value - 1 WHERE key = 'articles';
+END;
+CREATE TRIGGER IF NOT EXISTS passages_count_insert AFTER INSERT ON passages BEGIN
+    UPDATE meta SET value = value + 1 WHERE key = 'passages';
+END;
+CREATE TRIGGER IF NOT EXISTS passages_count_delete AFTER DELETE ON passages BEGIN
+    UPDATE meta SET value = value - 1 WHERE key = 'passages';
+END;
 """
 
 
@@ -109,40 +143,134 @@ def from_blobs(blobs: Sequence[bytes], dim: int) -> NDArray[np.float32]:
 
 
 class Store:
-    """SQLite access for one collection. Not thread-safe: the Collection serialises use."""
+    """SQLite access for one collection, safe to share between threads.
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    Args:
+        path: the database file (created with its schema when missing, unless readonly).
+        readonly: open without writing anything (for copies and inspection).
+        write_timeout: default seconds a write waits for another writer.
+    """
+
+    def __init__(
+        self, path: Path, *, readonly: bool = False,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT_S,
+    ) -> None:
         self.path = path
-        uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a write is
-        # exactly one transaction and nothing is committed behind our back.
-        self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA busy_timeout = 30000")
+        self.readonly = readonly
+        self.write_timeout = write_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        db = self._db  # the opening thread's connection; creates the schema
         if not readonly:
-            self._db.execute("PRAGMA journal_mode = WAL")
-            # NORMAL in WAL mode loses at most the last commits on power loss, never
-            # consistency; FULL makes each commit durable across power loss too.
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._db.executescript(SCHEMA)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.executescript(SCHEMA)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The calling thread's connection, opened on first use."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+            self._local.depth = 0
+            with self._connections_lock:
+                self._connections.append(db)
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = f"file:{self.path}?mode=ro" if self.readonly else f"file:{self.path}"
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a write is exactly
+        # one transaction and nothing is committed behind our back. check_same_thread is
+        # off only so that close() may close every thread's connection.
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.execute(f"PRAGMA busy_timeout = {int(self.write_timeout * 1000)}")
+        if not self.readonly:
+            # FULL: each commit survives power loss too, not only a crash of this process.
+            db.execute("PRAGMA synchronous = FULL")
+        return db
 
     def close(self) -> None:
-        self._db.close()
+        """Closes every thread's connection; the store is unusable afterwards."""
+        with self._connections_lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
 
     @contextmanager
-    def transaction(self) -> Iterator[int]:
-        """One write transaction that bumps the generation; yields the new generation."""
-        self._db.execute("BEGIN IMMEDIATE")
+    def snapshot(self) -> Iterator[int]:
+        """A read transaction on this thread's connection; yields its generation.
+
+        Every read inside it sees the same committed state. Nested calls share the
+        outermost one.
+        """
+        db = self._db
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield self.generation()
+            finally:
+                self._local.depth -= 1
+            return
+        db.execute("BEGIN")
+        self._local.depth = 1
+        try:
+            yield self.generation()  # the first read fixes the snapshot
+        finally:
+            self._local.depth = 0
+            db.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self, timeout: float | None = None) -> Iterator[int]:
+        """One write transaction that bumps the generation; yields the new generation.
+
+        Args:
+            timeout: seconds to wait for another writer (default: the store's).
+
+        Raises:
+            CollectionLockedError: another writer kept the database past the timeout.
+        """
+        db = self._db
+        if self._local.depth:
+            raise RuntimeError("a write cannot start inside a read snapshot")
+        wait = self.write_timeout if timeout is None else timeout
+        db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            raise CollectionLockedError(
+                f"{self.path.parent} is being written by another process (waited {wait:g} s): "
+                "try again when it is done"
+            ) from None
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {int(self.write_timeout * 1000)}")
         try:
             generation = self.generation() + 1
-            self._db.execute(
-                "UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),)
-            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(generation),))
             yield generation
         except BaseException:
-            self._db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        db.execute("COMMIT")
+
+    def backup(self, target: Path) -> int:
+        """Copies the database, consistent as of one generation, while others write.
+
+        SQLite's online backup API copies the pages of one read snapshot; writers in
+        other processes carry on. Returns the generation the copy holds.
+        """
+        copy = sqlite3.connect(str(target))
+        try:
+            with self.snapshot() as generation:
+                self._db.backup(copy)
+            copy.execute("PRAGMA journal_mode = WAL")
+        finally:
+            copy.close()
+        return generation
 
     # -- reads -------------------------------------------------------------------------
 
@@ -200,21 +328,43 @@ class Store:
         return {row[0]: row[1] for row in rows}
 
     def vectors(
-        self, dim: int, *, since_generation: int = 0, batch: int = 50_000
+        self, dim: int, *, since: int = 0, until: int | None = None, batch: int = 50_000
     ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
-        """Stored vectors added after a generation, in batches of (ids, vectors)."""
+        """Stored vectors added in generations (since, until], in batches of (ids, vectors).
+
+        Call it inside `snapshot()` with `until` = the snapshot's generation: the bound
+        then says in the query what the snapshot already guarantees.
+        """
+        upper = until if until is not None else 2**62
         cursor = self._db.execute(
-            "SELECT id, vector FROM passages WHERE generation > ? ORDER BY id", (since_generation,)
+            "SELECT id, vector FROM passages WHERE generation > ? AND generation <= ? "
+            "ORDER BY id",
+            (since, upper),
         )
         while rows := cursor.fetchmany(batch):
             ids = np.array([row[0] for row in rows], dtype=np.int64)
             yield ids, from_blobs([row[1] for row in rows], dim)
 
-    def removed_since(self, generation: int) -> NDArray[np.int64]:
+    def removed_between(self, since: int, until: int) -> NDArray[np.int64]:
+        """Ids of the passages deleted in generations (since, until]."""
         rows = self._db.execute(
-            "SELECT passage_id FROM removed WHERE generation > ?", (generation,)
+            "SELECT passage_id FROM removed WHERE generation > ? AND generation <= ?",
+            (since, until),
         )
         return np.fromiter((row[0] for row in rows), dtype=np.int64)
+
+    def count_added_since(self, generation: int) -> int:
+        """Passages stored after a generation (those an index of that generation lacks)."""
+        row = self._db.execute(
+            "SELECT count(*) FROM passages WHERE generation > ?", (generation,)
+        ).fetchone()
+        return int(row[0])
+
+    def count_removed_since(self, generation: int) -> int:
+        row = self._db.execute(
+            "SELECT count(*) FROM removed WHERE generation > ?", (generation,)
+        ).fetchone()
+        return int(row[0])
 
     def lexical(self, match: str, k: int, filters: Filters) -> list[tuple[int, float]]:
         """BM25 over passage title and text: (passage id, score), best first.
@@ -235,19 +385,23 @@ class Store:
     def passage_texts(self) -> tuple[int, NDArray[np.int64], list[str]]:
         """Every passage as "title\ntext", with its id, and the generation they reflect.
 
-        Read in one transaction, so the generation and the passages agree even while
+        Read in one snapshot, so the generation and the passages agree even while
         another process writes (for indexes derived from the store, such as bm25s).
         """
-        self._db.execute("BEGIN")
-        try:
-            generation = self.generation()
+        with self.snapshot() as generation:
             rows = self._db.execute("SELECT id, title, text FROM passages ORDER BY id").fetchall()
-        finally:
-            self._db.execute("COMMIT")
         ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         return generation, ids, [f"{row[1]}\n{row[2]}" for row in rows]
 
     def counts(self) -> dict[str, int]:
+        """Articles and passages, read from the counters the triggers keep: O(1)."""
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE key IN ('articles', 'passages')"
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    def full_counts(self) -> dict[str, int]:
+        """Counts by scanning the tables (for `info`, which checks everything)."""
         one = self._db.execute
         return {
             "articles": one("SELECT count(*) FROM articles").fetchone()[0],

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Checks the collection exists, then serves it until interrupted."""
     quiet_threads()
-    from retrieval.collection import read_manifest
+    from retrieval.manifest import read_manifest
     from service.settings import Settings
 
     overrides = {

@@ -74,7 +74,7 @@ def get_passage(
 ) -> schemas.PassageOut:
     """One passage with its article's title, date, source and link."""
     collection = service.collection
-    with collection.lock:  # passage and article as of the same write
+    with collection.snapshot():  # passage and article as of the same write
         passage = collection.passage(passage_id)
         article = collection.article(passage.article_id)
     return schemas.PassageOut(
@@ -88,7 +88,7 @@ def get_passage(
 def get_article(article_id: str, service: ServiceDep) -> schemas.ArticleOut:
     """A whole article and where its passages lie in its text."""
     collection = service.collection
-    with collection.lock:  # the article and its passages as of the same write
+    with collection.snapshot():  # the article and its passages as of the same write
         article = collection.article(article_id)
         passages = collection.passages_of(article_id)
     refs = [
@@ -147,13 +147,19 @@ async def readyz(service: ServiceDep) -> schemas.StatusOut:
 
 @router.get("/stats", response_model=schemas.StatsOut, tags=["operations"])
 def stats(service: ServiceDep) -> schemas.StatsOut:
-    """What the collection holds, and whether its store and index agree."""
-    info = service.collection.info()
+    """What the collection holds, as of one generation; cheap at any size (no scans).
+
+    `in_agreement` compares counts; `retrieval info` compares store and index id by id.
+    """
+    numbers = service.collection.stats()
     return schemas.StatsOut(
-        articles=info.articles, passages=info.passages, vectors_in_store=info.vectors_in_store,
-        vectors_in_index=info.vectors_in_index, in_agreement=info.in_agreement,
-        model=info.manifest["embedder"]["model"], index=info.manifest["index"]["spec"],
-        generation=info.generation, max_k=service.settings.max_k,
+        articles=numbers["articles"], passages=numbers["passages"],
+        vectors_in_store=numbers["passages"], vectors_in_index=numbers["vectors_in_index"],
+        in_agreement=numbers["in_agreement"],
+        model=service.collection.manifest["embedder"]["model"],
+        index=numbers["index"], generation=numbers["generation"],
+        checkpoint_generation=numbers["checkpoint_generation"], delta=numbers["delta"],
+        tombstones=numbers["tombstones"], max_k=service.settings.max_k,
         batching=service.settings.batching,
     )
 

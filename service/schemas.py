@@ -226,10 +226,13 @@ class StatsOut(BaseModel):
     passages: int
     vectors_in_store: int
     vectors_in_index: int
-    in_agreement: bool
+    in_agreement: bool = Field(description="index and store hold as many passages")
     model: str
-    index: str
-    generation: int
+    index: str = Field(description="the checkpoint's FAISS index")
+    generation: int = Field(description="the store generation these numbers reflect")
+    checkpoint_generation: int = Field(description="the generation of the index's checkpoint")
+    delta: int = Field(description="passages added since the checkpoint (exact side index)")
+    tombstones: int = Field(description="checkpoint passages deleted since")
     max_k: int
     batching: bool
 

@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from retrieval.collection import Collection, saved_indexes
+from retrieval.checkpoint import saved_checkpoints as saved_indexes
+from retrieval.collection import Collection
 from retrieval.errors import CollectionFormatError, ModelMismatchError, NotFoundError
 from retrieval.records import Article
 
@@ -53,7 +54,8 @@ def test_changed_article_replaces_its_passages(collection):
     assert report.updated == 1 and report.passages_removed == len(old)
     new = collection.passages_of("a1")
     assert {p.id for p in new}.isdisjoint(old)
-    assert len(collection.index) == len(new) == collection.info().passages
+    info = collection.info()
+    assert info.vectors_in_index == len(new) == info.passages and info.in_agreement
 
 
 def test_delete_removes_from_store_and_index(collection):
@@ -68,21 +70,25 @@ def test_delete_removes_from_store_and_index(collection):
         collection.delete_article("a1")
 
 
-def test_reopen_loads_the_saved_index(tmp_path, embedder, seed_articles):
+def test_writes_write_no_index_file_and_a_checkpoint_saves_one(tmp_path, embedder, seed_articles):
     path = tmp_path / "c"
     with Collection.open(path, embedder) as first:
         first.add_articles(seed_articles)
+        assert saved_indexes(path) == []  # a write costs its own rows, not an index file
         generation = first.store.generation()
+        assert first.checkpoint(force=True) == "rebuilt as Flat"
     assert [g for g, _ in saved_indexes(path)] == [generation]
     with Collection.open(path, embedder) as again:
-        assert again.info().in_agreement
-        assert again.info().index_generation == generation
+        info = again.info()
+        assert info.in_agreement and info.checkpoint_generation == generation
 
 
 def test_missing_index_is_rebuilt_from_stored_vectors(tmp_path, embedder, seed_articles):
     path = tmp_path / "c"
     with Collection.open(path, embedder) as first:
         first.add_articles(seed_articles)
+        first.checkpoint(force=True)
+        first.refresh()
         vectors_before = first.index.search(np.ones((1, 384), np.float32) / 384**0.5, 3)
     for _, file in saved_indexes(path):
         file.unlink()
@@ -96,15 +102,11 @@ def test_older_index_catches_up_with_the_store(tmp_path, embedder):
     path = tmp_path / "c"
     with Collection.open(path, embedder) as first:
         first.add_articles([article("a1"), article("a2", text="Rain all week.")])
-    old_index = saved_indexes(path)[0][1].read_bytes()
-    old_name = saved_indexes(path)[0][1].name
+        first.checkpoint(force=True)
     with Collection.open(path, embedder) as second:
         second.delete_article("a1")
         second.add_articles([article("a3", text="Snow in the hills.")])
-    # Simulate a crash before the newer index reached disk: only the old file remains.
-    for _, file in saved_indexes(path):
-        file.unlink()
-    (path / old_name).write_bytes(old_index)
+    # The checkpoint predates the delete and the add: the store's log replays them.
     with Collection.open(path, embedder) as third:
         info = third.info()
         assert info.in_agreement and info.articles == 2
@@ -116,6 +118,7 @@ def test_unreadable_index_file_is_rebuilt(tmp_path, embedder, seed_articles):
     path = tmp_path / "c"
     with Collection.open(path, embedder) as first:
         first.add_articles(seed_articles)
+        first.checkpoint(force=True)
     saved_indexes(path)[0][1].write_bytes(b"garbage")
     with Collection.open(path, embedder) as again:
         assert again.info().in_agreement

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from conftest import DATASETS, SEEDS
 
-from retrieval.collection import Collection, default_embedder
+from retrieval.backends import default_embedder
+from retrieval.collection import Collection
 from retrieval.errors import InputError, ModelMismatchError
 
 pytest.importorskip("openvino")

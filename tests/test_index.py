@@ -185,25 +185,25 @@ def dense_ids(collection, query, k=50, filters=None):
     return [hit.passage_id for hit in hits], {hit.article_id for hit in hits}
 
 
-def test_auto_policy_switches_to_the_approximate_index_and_back_on_disk(
-    tmp_path, monkeypatch, embedder, articles
+def test_auto_policy_checkpoints_the_approximate_index_and_reloads_it(
+    tmp_path, embedder, articles
 ):
-    from retrieval import collection as module
     from retrieval.collection import Collection
+    from retrieval.index_policy import IndexPolicy
 
-    monkeypatch.setattr(module, "AUTO_ABOVE", 20)  # IVF1,SQ8 at this size
+    policy = IndexPolicy("auto", exact_up_to=20, delta_max=1000)  # IVF1,SQ8 above 20
     path = tmp_path / "c"
-    with Collection.open(path, embedder) as collection:
+    with Collection.open(path, embedder, policy=policy, background=False) as collection:
         collection.add_articles(articles[:2])
-        assert collection.index.spec == "Flat" and collection.manifest["index"]["spec"] == "Flat"
+        assert collection.checkpoint() is None  # nothing due: few passages, still exact
         collection.add_articles(articles[2:])
-        assert len(collection.index) >= 20
-        assert collection.index.spec.startswith("IVF") and collection.index.spec.endswith(",SQ8")
-        assert collection.manifest["index"]["auto"]["spec"] == "IVF,SQ8"
-        spec = collection.index.spec
+        assert collection.info().vectors_in_index >= 20
+        assert collection.checkpoint() == "rebuilt as IVF1,SQ8"  # the size asks for IVF
+        assert collection.index.base.spec == "IVF1,SQ8" and collection.info().in_agreement
+        spec = collection.index.base.spec
     with Collection.open(path, embedder, index_spec="auto") as reopened:  # loaded, not rebuilt
-        assert reopened.index.spec == spec and reopened.info().in_agreement
-        assert reopened.manifest["index"]["spec"] == spec
+        info = reopened.info()
+        assert info.index_spec == spec and info.in_agreement and info.checkpoint_generation > 0
 
 
 @pytest.mark.parametrize("approximate", ["HNSW32,SQ8", "IVF2,SQ8"])
@@ -213,18 +213,20 @@ def test_deletes_updates_and_filters_stay_right_with_the_approximate_index(
     from dataclasses import replace
 
     from retrieval.collection import Collection
+    from retrieval.index_policy import IndexPolicy
     from retrieval.records import Filters
 
     path = tmp_path / "c"
-    hnsw = approximate.startswith("HNSW")
-    with Collection.open(path, embedder, index_spec=approximate) as collection:
+    policy = IndexPolicy(approximate, delta_max=1000, tombstones_max=0.2)
+    with Collection.open(path, embedder, policy=policy, background=False) as collection:
         collection.add_articles(articles)
+        collection.checkpoint(force=True)
         index = collection.index
-        assert index.approximate and index.tombstone_fraction == 0
-        before = len(index)
+        assert index.base.approximate and index.counts()["tombstones"] == 0
+        before = collection.info().vectors_in_index
         removed = collection.delete_article("a3")
-        assert collection.index is index and len(index) == before - removed
-        assert (0 < index.tombstone_fraction < 0.2) if hnsw else index.tombstone_fraction == 0
+        assert collection.info().vectors_in_index == before - removed
+        assert index.counts()["tombstones"] == removed  # the checkpoint itself is untouched
         _, found = dense_ids(collection, articles[3].text[:200])
         assert "a3" not in found
         # an update replaces the article's passages: old ones never come back
@@ -237,9 +239,11 @@ def test_deletes_updates_and_filters_stay_right_with_the_approximate_index(
         ids, found = dense_ids(collection, "profits", k=10, filters=Filters(article_ids=("a5",)))
         assert found == {"a5"} and len(ids) == len(collection.passages_of("a5"))
         assert collection.info().in_agreement
-    with Collection.open(path, embedder) as reopened:  # tombstones survive save and load
-        assert (reopened.index.tombstone_fraction > 0) == hnsw and reopened.info().in_agreement
+    with Collection.open(path, embedder, background=False) as reopened:  # the log replays
+        assert reopened.info().in_agreement
         assert "a3" not in dense_ids(reopened, articles[3].text[:200])[1]
-        for article in ("a0", "a1", "a2"):  # past COMPACT_ABOVE the index is rebuilt
+        for article in ("a0", "a1", "a2"):  # past tombstones_max a checkpoint is due
             reopened.delete_article(article)
-        assert reopened.index.tombstone_fraction == 0 and reopened.info().in_agreement
+        reopened.refresh()
+        assert reopened.checkpoint_due() and reopened.checkpoint()
+        assert reopened.index.counts()["tombstones"] == 0 and reopened.info().in_agreement

@@ -4,13 +4,13 @@ under concurrent searches, and the micro-batcher's contract (with a fake retriev
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from filelock import FileLock
 from service_fixtures import build_collection
 
 from retrieval.errors import EmptyIndexError, InputError
@@ -268,11 +268,13 @@ def test_bad_articles_are_422(client, articles, words):
 def test_a_write_while_another_process_writes_is_503_retry_after(client, service_collection):
     service = client.app.state.service
     service.settings = service.settings.model_copy(update={"lock_timeout_s": 0.2})
-    other_process = FileLock(str(service_collection / "write.lock"))
+    other_process = sqlite3.connect(service_collection / "store.sqlite", isolation_level=None)
     try:
-        with other_process:
-            response = client.post("/articles", json={"articles": [article("x")]}, headers=AUTH)
+        other_process.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        response = client.post("/articles", json={"articles": [article("x")]}, headers=AUTH)
     finally:
+        other_process.execute("ROLLBACK")
+        other_process.close()
         service.settings = client.app.state.settings
     assert response.status_code == 503 and response.headers["retry-after"]
     assert "try again" in response.json()["detail"]

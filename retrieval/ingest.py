@@ -1,0 +1,113 @@
+"""From articles to the rows a write stores: chunked passages with their embedding inputs.
+
+Pure functions of an article, the embedder's tokenizer and the chunker settings; the
+model itself runs in `Collection.add_articles`, outside any transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from retrieval.chunking import ChunkerSettings, chunk_text
+from retrieval.embedding import Embedder
+from retrieval.errors import InputError
+from retrieval.records import Article
+from retrieval.store import NewPassage
+
+# A title longer than this is left out of the passages' embedding input: it would eat
+# the passage's budget, and such "titles" are usually first sentences anyway.
+MAX_TITLE_PREFIX_TOKENS = 48
+# Articles chunked, embedded and committed together: one transaction each.
+INGEST_BATCH = 64
+
+_NO_VECTOR = np.zeros(0, dtype=np.float32)
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """What one ingest did, article by article."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    passages_added: int = 0
+    passages_removed: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def passages_for(
+    article: Article, embedder: Embedder, chunker: ChunkerSettings
+) -> list[tuple[NewPassage, str]]:
+    """Chunks an article; returns each passage (vector still empty) with its embedding input.
+
+    Raises:
+        InputError: the article has no text.
+    """
+    if not article.text.strip():
+        raise InputError(f"article {article.id!r} has no text")
+    prefix = title_prefix(article, embedder)
+    reserved = embedder.count_tokens(prefix) - embedder.count_tokens("") if prefix else 0
+    spans = chunk_text(article.text, embedder, chunker, reserved_tokens=reserved)
+    out = []
+    for ordinal, span in enumerate(spans):
+        text = article.text[span.start : span.end]
+        embed_input = prefix + text
+        passage = NewPassage(
+            ordinal=ordinal,
+            start=span.start,
+            end=span.end,
+            text=text,
+            n_tokens=embedder.count_tokens(embed_input),
+            vector=_NO_VECTOR,
+        )
+        out.append((passage, embed_input))
+    return out
+
+
+def title_prefix(article: Article, embedder: Embedder) -> str:
+    """The title, put before each passage when embedding, unless the text starts with it.
+
+    A passage deep in an article often never names its subject; the headline does.
+    """
+    title = article.title.strip()
+    if not title or article.text.lstrip().startswith(title):
+        return ""
+    if embedder.count_tokens(title) - embedder.count_tokens("") > MAX_TITLE_PREFIX_TOKENS:
+        return ""
+    return title + "\n"
+
+
+def with_vector(passage: NewPassage, vector: np.ndarray) -> NewPassage:
+    return replace(passage, vector=vector)
+
+
+def refuse_duplicate_ids(articles: Iterable[Article]) -> list[Article]:
+    """The articles as a list, checked up front: one id twice in one ingest is ambiguous.
+
+    Raises:
+        InputError: naming the first repeated id.
+    """
+    articles, seen = list(articles), set()
+    for article in articles:
+        if article.id in seen:
+            raise InputError(f"article id {article.id!r} appears twice: give each article one id")
+        seen.add(article.id)
+    return articles
+
+
+def batched(items: Iterable[Article], size: int) -> Iterator[list[Article]]:
+    batch: list[Article] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
