@@ -28,8 +28,9 @@ from retrieval.errors import (
     RetrievalError,
 )
 from retrieval.search import Retriever
-from service.batching import Batcher, ServiceStoppingError
+from service.batching import Batcher, ServiceBusyError, ServiceStoppingError
 from service.deps import RETRY_AFTER_S, Service
+from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import STATIC, router
 from service.settings import Settings
@@ -43,12 +44,16 @@ ERROR_STATUS: dict[type[Exception], int] = {
     InputError: 422,
     NotFoundError: 404,
     CollectionLockedError: 503,
+    ServiceBusyError: 503,
     ServiceStoppingError: 503,
     EmptyIndexError: 503,
     CollectionError: 503,
     RetrievalError: 500,
 }
 RETRY_LATER = {503}
+# A full search queue or a missed deadline clears within a second (the queue drains, the
+# worker drops what timed out); a load or another process's write takes longer.
+RETRY_AFTER_BUSY_S = "1"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     # check_dir=False: the page's assets may not exist yet; /static/x is then a 404.
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    # Added first, so it runs inside the metrics middleware and its 413s are counted.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     add_error_handlers(app)
     return app
@@ -85,6 +92,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retriever,
         window_s=settings.batch_window_ms / 1000,
         max_batch=settings.max_batch if settings.batching else 1,
+        max_queued=settings.max_queued,
+        timeout_s=settings.search_timeout_s,
         on_batch=app.state.metrics.batch_size.observe,
     )
     batcher.start()
@@ -117,10 +126,14 @@ def status_for(error: Exception) -> int:
 async def retrieval_error(request: Request, error: Exception) -> JSONResponse:
     """A library error as {"detail": message}, with the status its type maps to."""
     status = status_for(error)
-    headers = {"Retry-After": RETRY_AFTER_S} if status in RETRY_LATER else None
+    headers = {"Retry-After": retry_after(error)} if status in RETRY_LATER else None
     if status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, error)
     return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+
+
+def retry_after(error: Exception) -> str:
+    return RETRY_AFTER_BUSY_S if isinstance(error, ServiceBusyError) else RETRY_AFTER_S
 
 
 async def validation_error(request: Request, error: Exception) -> JSONResponse:

@@ -13,12 +13,21 @@ milliseconds of waiting is small next to a single query's embedding time.
 
 With `max_batch=1` every request gets its own model call: the same code path, for a
 fair comparison (the load benchmark runs both).
+
+Bounds, so that no request can stall the others or hang: at most `max_queued` queries
+wait (a search beyond that is refused at once, QueueFullError); every search has a
+deadline (`timeout_s`, then SearchTimeoutError), and a job whose request has gone (timed
+out, disconnected) is dropped before its queries are embedded. Highlighting, which embeds
+every sentence of the hits it marks, runs on a thread of its own after the search, so a
+highlight-heavy request never holds the search thread that plain searches wait on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,14 +45,37 @@ class ServiceStoppingError(RetrievalError):
     """The service shut down before this search was answered."""
 
 
+class ServiceBusyError(RetrievalError):
+    """The service has more searches than it can answer now; retry in a second (503).
+
+    Raised as QueueFullError or SearchTimeoutError.
+    """
+
+
+class QueueFullError(ServiceBusyError):
+    """`max_queued` queries were already waiting: the search was refused, not queued."""
+
+
+class SearchTimeoutError(ServiceBusyError):
+    """The search was not answered within its deadline; it is not run if not started."""
+
+
 @dataclass(slots=True)
 class Job:
     queries: list[str]
     options: SearchOptions
     future: asyncio.Future[list[list[Hit]]] = field(repr=False)
+    # time.monotonic() after which nobody waits for the answer; monotonic rather than
+    # loop.time() because the worker threads compare it too.
+    deadline: float = math.inf
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
 
 
 Outcome = list[list[Hit]] | BaseException
+# A job's outcome, and its query vectors when it has any (highlighting reuses them).
+Answer = tuple[Outcome, np.ndarray | None]
 
 
 class Batcher:
@@ -54,6 +86,9 @@ class Batcher:
         window_s: how long to wait for more queries after the first (0: take only
             those already waiting).
         max_batch: the most queries per model call; 1 means one call per request.
+        max_queued: the most queries waiting; a search that would queue more is
+            refused with QueueFullError (one is always accepted by an empty queue).
+        timeout_s: each search's deadline, from the moment it is asked.
         on_batch: called with each model call's number of queries (for metrics).
     """
 
@@ -63,14 +98,21 @@ class Batcher:
         *,
         window_s: float = 0.002,
         max_batch: int = 32,
+        max_queued: int = 256,
+        timeout_s: float = 10.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.retriever = retriever
         self.window_s = window_s
         self.max_batch = max_batch
+        self.max_queued = max_queued
+        self.timeout_s = timeout_s
         self.on_batch = on_batch
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._waiting = 0  # queries in self._queue
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
+        self._highlighter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="highlight")
+        self._highlights: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_batch_jobs = 1
 
@@ -81,13 +123,21 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
     async def stop(self) -> None:
-        """Stops taking work, fails what is still queued, and lets the thread finish."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """Stops taking work, fails what is still queued, and lets the threads finish."""
+        tasks = [*self._highlights, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         while not self._queue.empty():
-            _settle(self._queue.get_nowait(), ServiceStoppingError("the service is shutting down"))
+            _settle(self._take(self._queue.get_nowait()),
+                    ServiceStoppingError("the service is shutting down"))
         self._executor.shutdown(wait=True)
+        self._highlighter.shutdown(wait=True)
+
+    @property
+    def waiting(self) -> int:
+        """Queries queued and not yet taken into a batch."""
+        return self._waiting
 
     # -- the public call -----------------------------------------------------------------
 
@@ -96,26 +146,59 @@ class Batcher:
 
         Raises:
             InputError: an argument the library refuses (k, offset, mode, query).
+            QueueFullError: too many queries are already waiting.
+            SearchTimeoutError: not answered within `timeout_s`.
             ServiceStoppingError: the service stopped first.
         """
         future: asyncio.Future[list[list[Hit]]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(Job(list(queries), options, future))
-        return await future
+        job = Job(list(queries), options, future, time.monotonic() + self.timeout_s)
+        self._enqueue(job)
+        try:
+            done, _ = await asyncio.wait([future], timeout=self.timeout_s)
+        finally:
+            # A no-op once answered. Otherwise (timed out, or the client went away) the
+            # worker sees a cancelled future and drops the job instead of running it.
+            future.cancel()
+        if not done:
+            raise self._timed_out()
+        return future.result()
+
+    def _enqueue(self, job: Job) -> None:
+        waiting, n = self._waiting, len(job.queries)
+        if waiting and waiting + n > self.max_queued:
+            raise QueueFullError(
+                f"the service is overloaded: {waiting} queries are already waiting (at "
+                f"most {self.max_queued}): retry in a second, or send fewer queries at once"
+            )
+        self._waiting += n
+        self._queue.put_nowait(job)
+
+    def _take(self, job: Job) -> Job:
+        self._waiting -= len(job.queries)
+        return job
+
+    def _timed_out(self) -> SearchTimeoutError:
+        return SearchTimeoutError(
+            f"the service is overloaded: the search was not answered within "
+            f"{self.timeout_s:g} s: retry in a second"
+        )
 
     # -- the worker ----------------------------------------------------------------------
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = await self._collect()
+            jobs = self._live(await self._collect())
+            if not jobs:
+                continue
             try:
-                outcomes = await loop.run_in_executor(self._executor, self._answer_all, jobs)
+                answers = await loop.run_in_executor(self._executor, self._answer_all, jobs)
             except BaseException as error:  # cancelled mid-batch: nobody may hang
                 for job in jobs:
                     _settle(job, ServiceStoppingError(f"search interrupted: {error!r}"))
                 raise
-            for job, outcome in zip(jobs, outcomes, strict=True):
-                _settle(job, outcome)
+            for job, (outcome, vectors) in zip(jobs, answers, strict=True):
+                self._deliver(job, outcome, vectors)
 
     async def _collect(self) -> list[Job]:
         """The next batch: the first job, then more until max_batch queries or the window ends.
@@ -125,7 +208,7 @@ class Batcher:
         under concurrent load jobs keep arriving within it.
         """
         loop = asyncio.get_running_loop()
-        jobs = [await self._queue.get()]
+        jobs = [self._take(await self._queue.get())]
         window = self.window_s if self._last_batch_jobs > 1 else 0.0
         size, deadline = len(jobs[0].queries), loop.time() + window
         while size < self.max_batch:
@@ -139,14 +222,44 @@ class Batcher:
                     job = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-            jobs.append(job)
+            jobs.append(self._take(job))
             size += len(job.queries)
         self._last_batch_jobs = len(jobs)
         return jobs
 
+    def _live(self, jobs: list[Job]) -> list[Job]:
+        """The jobs still worth embedding: their request still waits, within its deadline."""
+        live = []
+        for job in jobs:
+            if job.expired():
+                _settle(job, self._timed_out())
+            elif not job.future.done():
+                live.append(job)
+        return live
+
+    def _deliver(self, job: Job, outcome: Outcome, vectors: np.ndarray | None) -> None:
+        """Answers the job now, or once its hits are highlighted on the highlight thread."""
+        if isinstance(outcome, BaseException) or not job.options.highlight:
+            _settle(job, outcome)
+            return
+        task = asyncio.get_running_loop().create_task(self._highlight(job, outcome, vectors))
+        self._highlights.add(task)
+        task.add_done_callback(self._highlights.discard)
+
+    async def _highlight(self, job: Job, hits: list[list[Hit]], vectors: np.ndarray | None) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            outcome = await loop.run_in_executor(
+                self._highlighter, self._highlight_all, job, hits, vectors
+            )
+        except BaseException as error:  # cancelled by stop(): nobody may hang
+            _settle(job, ServiceStoppingError(f"highlighting interrupted: {error!r}"))
+            raise
+        _settle(job, outcome)
+
     # -- on the search thread ------------------------------------------------------------
 
-    def _answer_all(self, jobs: list[Job]) -> list[Outcome]:
+    def _answer_all(self, jobs: list[Job]) -> list[Answer]:
         """Embeds the batch's queries in one call, then answers job by job."""
         try:
             vectors = self._embed(jobs)
@@ -171,26 +284,18 @@ class Batcher:
             out[i], row = vectors[row : row + n], row + n
         return out
 
-    def _answer_alone(self, job: Job) -> Outcome:
+    def _answer_alone(self, job: Job) -> Answer:
         try:
             vectors = self._embed([job]).get(0)
         except Exception as error:
-            return error
+            return error, None
         return self._answer(job, vectors)
 
-    def _answer(self, job: Job, vectors: np.ndarray | None) -> Outcome:
-        options = job.options
+    def _answer(self, job: Job, vectors: np.ndarray | None) -> Answer:
         try:
-            hits = self._search(job.queries, vectors, options)
-            if not options.highlight:
-                return hits
-            assert vectors is not None  # needs_vectors holds for highlighting
-            return [
-                self.retriever.highlight(q, h, v)
-                for q, h, v in zip(job.queries, hits, vectors, strict=True)
-            ]
+            return self._search(job.queries, vectors, job.options), vectors
         except Exception as error:  # delivered to the request that caused it
-            return error
+            return error, None
 
     def _search(
         self, queries: list[str], vectors: np.ndarray | None, options: SearchOptions
@@ -201,6 +306,23 @@ class Batcher:
             # An empty collection is a state, not a fault: it matches nothing, like a
             # filter that matches nothing (200, no hits), and recovers with the next POST.
             return [[] for _ in queries]
+
+    # -- on the highlight thread ---------------------------------------------------------
+
+    def _highlight_all(
+        self, job: Job, hits: list[list[Hit]], vectors: np.ndarray | None
+    ) -> Outcome:
+        """The job's hits with their best sentences marked, unless nobody waits any more."""
+        if job.expired():
+            return self._timed_out()
+        assert vectors is not None  # needs_vectors holds for highlighting
+        try:
+            return [
+                self.retriever.highlight(q, h, v)
+                for q, h, v in zip(job.queries, hits, vectors, strict=True)
+            ]
+        except Exception as error:  # delivered to the request that caused it
+            return error
 
 
 def _settle(job: Job, outcome: Outcome) -> None:

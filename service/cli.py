@@ -7,12 +7,16 @@ the library never imports the service. `python -m service` runs the same command
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_USAGE = 0, 2
+
+logger = logging.getLogger(__name__)
 
 
 def register(commands: Any) -> None:
@@ -59,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: no collection at {settings.collection}: build it first with "
               f"retrieval index seeds/ --collection {settings.collection}", file=sys.stderr)
         return EXIT_USAGE
+    warn_if_writes_are_open(settings)
     serve(settings, log_level=args.log_level)
     return EXIT_OK
 
@@ -70,6 +75,34 @@ def serve(settings: Any, *, log_level: str = "info") -> None:
 
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=log_level, access_log=log_level == "debug")
+
+
+def warn_if_writes_are_open(settings: Any) -> None:
+    """Warns, in the log and on stderr, when anyone on the network may write.
+
+    Without an API key, writes are open to whoever reaches the port: harmless on a
+    loopback address, not on one other machines can reach.
+    """
+    has_key = settings.api_key is not None and settings.api_key.get_secret_value()
+    if has_key or is_loopback(settings.host):
+        return
+    message = (
+        f"WARNING: listening on {settings.host} without an API key: anyone who can reach "
+        f"port {settings.port} can add and delete articles. Set RETRIEVAL_API_KEY (or "
+        "--api-key) to require a key for writes, or listen on 127.0.0.1."
+    )
+    logger.warning(message)
+    print(message, file=sys.stderr)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1: addresses no other machine can reach."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def quiet_threads() -> None:

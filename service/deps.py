@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Annotated
@@ -16,6 +18,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from retrieval.collection import Collection
+from retrieval.errors import CollectionLockedError
 from retrieval.search import Retriever
 from service.batching import Batcher
 from service.settings import Settings
@@ -31,9 +34,34 @@ class Service:
     collection: Collection
     retriever: Retriever
     batcher: Batcher
-    # Writes from this process queue here rather than time out on the collection's
-    # file lock; the file lock still guards against other processes.
+    # Writes from this process queue here (for at most lock_timeout_s, see
+    # exclusive_write) rather than on the collection's file lock, which still guards
+    # against other processes.
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@asynccontextmanager
+async def exclusive_write(service: Service) -> AsyncIterator[None]:
+    """Holds the service's write lock, waiting at most `lock_timeout_s` for it.
+
+    Raises:
+        CollectionLockedError: another write of this process held it all that time
+            (503 with Retry-After, as when another process writes).
+    """
+    timeout = service.settings.lock_timeout_s
+    try:
+        # asyncio.timeout, not wait_for: Lock.acquire undoes itself when cancelled.
+        async with asyncio.timeout(timeout):
+            await service.write_lock.acquire()
+    except TimeoutError:
+        raise CollectionLockedError(
+            f"another write to this collection was still running after {timeout:g} s: "
+            "try again in a moment"
+        ) from None
+    try:
+        yield
+    finally:
+        service.write_lock.release()
 
 
 def get_service(request: Request) -> Service:

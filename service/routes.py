@@ -17,9 +17,9 @@ from starlette.concurrency import run_in_threadpool
 
 from retrieval.errors import InputError
 from retrieval.records import Article, Filters, Hit
-from retrieval.search import SearchOptions
+from retrieval.search import HIGHLIGHT_MAX_HITS, SearchOptions
 from service import schemas
-from service.deps import ServiceDep, require_api_key, require_json
+from service.deps import ServiceDep, exclusive_write, require_api_key, require_json
 from service.settings import Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -27,7 +27,7 @@ PLACEHOLDER = "<!doctype html><title>retrieval</title><p>No search page yet: see
 MAX_PASSAGE_ID = 2**63 - 1  # SQLite integers are signed 64-bit
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorOut} for code in (400, 401, 404, 409, 415, 503)
+    code: {"model": schemas.ErrorOut} for code in (400, 401, 404, 409, 413, 415, 503)
 }
 ERRORS[422] = {"model": schemas.ValidationErrorOut}
 
@@ -45,7 +45,7 @@ Writes = [Depends(require_json), Depends(require_api_key)]
 async def search(body: schemas.SearchRequest, service: ServiceDep) -> schemas.SearchResponse:
     """The k passages closest in meaning (or in words, or both) to the query."""
     started = time.perf_counter()
-    options = search_options(body, service.settings)
+    options = search_options(body, service.settings, queries=1)
     [hits] = await service.batcher.search([body.query], options)
     return search_response(body.query, body, hits, started)
 
@@ -59,7 +59,8 @@ async def search_batch(
 ) -> schemas.BatchSearchResponse:
     """Several queries under the same options, embedded together."""
     started = time.perf_counter()
-    results = await service.batcher.search(body.queries, search_options(body, service.settings))
+    options = search_options(body, service.settings, queries=len(body.queries))
+    results = await service.batcher.search(body.queries, options)
     return schemas.BatchSearchResponse(results=[
         search_response(q, body, r, started) for q, r in zip(body.queries, results, strict=True)
     ])
@@ -108,7 +109,7 @@ async def add_articles(body: schemas.ArticlesIn, service: ServiceDep) -> schemas
     visible whole, never half-chunked.
     """
     articles = [Article(**a.model_dump()) for a in body.articles]
-    async with service.write_lock:
+    async with exclusive_write(service):
         report = await run_in_threadpool(
             partial(service.collection.add_articles, lock_timeout=service.settings.lock_timeout_s),
             articles,
@@ -122,7 +123,7 @@ async def add_articles(body: schemas.ArticlesIn, service: ServiceDep) -> schemas
 )
 async def delete_article(article_id: str, service: ServiceDep) -> schemas.DeletedOut:
     """Deletes an article and its passages."""
-    async with service.write_lock:
+    async with exclusive_write(service):
         removed = await run_in_threadpool(
             service.collection.delete_article, article_id,
             lock_timeout=service.settings.lock_timeout_s,
@@ -180,14 +181,36 @@ def page() -> Response:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def search_options(body: schemas.SearchOptionsIn, settings: Settings) -> SearchOptions:
-    """The library's options from a request body, with the server's own limit on k."""
+def search_options(
+    body: schemas.SearchOptionsIn, settings: Settings, *, queries: int
+) -> SearchOptions:
+    """The library's options from a request body, within this server's limits.
+
+    Those are max_k and, when highlighting, max_highlight_hits over all `queries`.
+    """
     if body.k > settings.max_k:
         raise InputError(f"k must be at most {settings.max_k} on this server, got {body.k}")
+    if body.highlight:
+        check_highlight_budget(queries, body.k, settings.max_highlight_hits)
     return SearchOptions(
         k=body.k, mode=body.mode, filters=to_filters(body.filters),
         max_per_article=body.max_per_article, offset=body.offset, highlight=body.highlight,
     )
+
+
+def check_highlight_budget(queries: int, k: int, budget: int) -> None:
+    """Refuses a request whose highlighting would embed too many sentences.
+
+    Highlighting embeds every sentence of each marked hit, and only the first
+    HIGHLIGHT_MAX_HITS hits of each query are marked: that product is the request's cost.
+    """
+    marked = queries * min(k, HIGHLIGHT_MAX_HITS)
+    if marked > budget:
+        raise InputError(
+            f"highlight would mark {marked} hits ({queries} queries x {min(k, HIGHLIGHT_MAX_HITS)}"
+            f"), more than the {budget} one request may ask for on this server: send fewer "
+            "queries per request, a smaller k, or highlight=false"
+        )
 
 
 def to_filters(filters: schemas.FiltersIn | None) -> Filters | None:

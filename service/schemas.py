@@ -7,10 +7,18 @@ as "date_form" fails loudly instead of silently matching everything.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from retrieval.records import is_iso_date
 from retrieval.search import MAX_QUERY_CHARS
@@ -21,6 +29,9 @@ MAX_OFFSET = 1000
 MAX_ARTICLES = 1000
 MAX_ID_CHARS = 1000
 MAX_TEXT_CHARS = 1_000_000
+# Metadata is stored and echoed whole with its article: bounded so that one article
+# cannot carry megabytes of it into every GET /articles/{id}.
+MAX_METADATA_BYTES = 64 * 1024
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 
 Query = Annotated[
@@ -179,7 +190,20 @@ class ArticleIn(RequestModel):
     date: IsoDate | None = None
     source: str | None = Field(None, max_length=1000)
     url: str | None = Field(None, max_length=10_000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description=f"at most {MAX_METADATA_BYTES} bytes as JSON"
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"metadata is {size} bytes as JSON, more than the {MAX_METADATA_BYTES} "
+                "allowed per article: keep large data elsewhere and store a reference to it"
+            )
+        return value
 
     @model_validator(mode="after")
     def _real_date(self) -> ArticleIn:

@@ -30,8 +30,17 @@ class Settings(BaseSettings):
         batch_window_ms: how long the micro-batcher waits for more queries after the
             first one; 0 turns batching off (one model call per request).
         max_batch: the most queries embedded in one model call; 1 turns batching off.
-        lock_timeout_s: how long a write waits for another process's write to finish
-            before it is refused with 503 and Retry-After.
+        lock_timeout_s: how long a write waits for another write to finish (another
+            process's, or another request's in this one) before it is refused with 503
+            and Retry-After.
+        max_body_bytes: the largest request body accepted; a larger one is refused with
+            413 as soon as its Content-Length, or its bytes received so far, say so.
+        max_queued: the most queries waiting for the search thread; a search that would
+            queue more is refused at once with 503 and Retry-After (load shedding).
+        search_timeout_s: how long a search may wait and run before it is answered with
+            503 and Retry-After; a queued search past it is dropped, not run.
+        max_highlight_hits: the most hits one request may ask to highlight, counted as
+            queries x min(k, HIGHLIGHT_MAX_HITS); more is refused with 422.
     """
 
     model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="ignore")
@@ -43,7 +52,11 @@ class Settings(BaseSettings):
     max_k: int = Field(default=100, ge=1, le=K_CEILING)
     batch_window_ms: float = Field(default=2.0, ge=0, le=1000)
     max_batch: int = Field(default=32, ge=1, le=1024)
-    lock_timeout_s: float = Field(default=10.0, ge=0)
+    lock_timeout_s: float = Field(default=1.0, ge=0)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    max_queued: int = Field(default=256, ge=1)
+    search_timeout_s: float = Field(default=10.0, gt=0)
+    max_highlight_hits: int = Field(default=100, ge=1)
 
     @property
     def batching(self) -> bool:
