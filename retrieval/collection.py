@@ -137,11 +137,13 @@ class Collection:
     """
 
     def __init__(
-        self, path: Path, manifest: dict[str, Any], embedder: Embedder, *, background: bool
+        self, path: Path, manifest: dict[str, Any], embedder: Embedder | None, *,
+        background: bool,
     ) -> None:
         self.path = path
         self.manifest = manifest
-        self.embedder = embedder
+        self._embedder = embedder
+        self.dim = int(manifest["embedder"]["dim"])
         self.chunker = ChunkerSettings(**manifest["chunker"])
         self.policy = IndexPolicy.from_manifest(manifest["index"])
         self.store = Store(path / STORE)
@@ -197,9 +199,18 @@ class Collection:
             write_manifest(path, manifest)
         else:
             check_settings(path, manifest, chunker, policy)
-            embedder = embedder or default_embedder(manifest["embedder"])
-            check_embedder(path, manifest, embedder)
+            if embedder is not None:
+                check_embedder(path, manifest, embedder)
         return cls(path, manifest, embedder, background=background)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The collection's model, loaded on first use: deleting, inspecting or copying a
+        collection never needs it."""
+        if self._embedder is None:
+            self._embedder = default_embedder(self.manifest["embedder"])
+            check_embedder(self.path, self.manifest, self._embedder)
+        return self._embedder
 
     def close(self) -> None:
         """Stops a background checkpoint (its work is simply dropped) and closes the store."""
@@ -252,7 +263,7 @@ class Collection:
         with self.store.snapshot() as generation:
             found = checkpoint.load_newest(self.path, generation)
         if found is None:  # a new collection, or its checkpoint was lost: replay the log
-            return LiveIndex(FaissIndex(self.embedder.dim, "Flat"), 0)
+            return LiveIndex(FaissIndex(self.dim, "Flat"), 0)
         return LiveIndex(found.index, found.generation)
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -291,7 +302,7 @@ class Collection:
             current = checkpoint.Checkpoint(index.base, index.base_generation, "current")
         started = time.perf_counter()
         built = checkpoint.build(
-            self.store, self.embedder.dim, self.policy, current, should_stop=self._closing.is_set
+            self.store, self.dim, self.policy, current, should_stop=self._closing.is_set
         )
         checkpoint.save(self.path, built)
         index.swap(built.index, built.generation, self.store)

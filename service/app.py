@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Opens the collection and starts the batcher; closes both on shutdown."""
     settings: Settings = app.state.settings
-    collection = await run_in_threadpool(Collection.open, settings.collection, create=False)
+    collection = await run_in_threadpool(open_collection, settings.collection)
     retriever = Retriever(collection)
     batcher = Batcher(
         retriever,
@@ -105,6 +106,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.service = None  # /readyz says 503 from here on
         await batcher.stop()
         await run_in_threadpool(collection.close)
+
+
+def open_collection(path: Path) -> Collection:
+    """Opens the collection ready to answer: model loaded, index caught up to the store."""
+    collection = Collection.open(path, create=False)
+    try:
+        collection.embedder  # noqa: B018  (loads the model now, not on the first search)
+        collection.refresh()
+    except BaseException:
+        collection.close()
+        raise
+    return collection
 
 
 # -- errors --------------------------------------------------------------------------------

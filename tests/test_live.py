@@ -1,0 +1,184 @@
+"""Live collections: real processes reading and writing one collection side by side.
+
+A service answers searches from several threads while a `retrieval index` process
+commits many small batches and another process deletes: no answer may hold a passage
+twice or one whose deletion had finished before the search was sent, articles are
+found by the first search after their write returned, and at the end store and index
+agree id for id. Then the interleaving that once duplicated hits is run on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import httpx2
+import pytest
+from service_fixtures import build_collection
+
+from retrieval.collection import Collection
+from service.loadtest import running_server
+
+WRITES = 6  # `retrieval index` runs, each committing 3 one-article batches
+QUERIES = ["glacier retreat", "interest rates", "floods after rain", "cup final", "volcano"]
+
+
+def story(number: int) -> dict[str, str]:
+    """An article with a word of its own ("zq<number>"), so a search can find exactly it."""
+    return {
+        "_id": f"live-{number}",
+        "title": f"Report zq{number} on the glacier",
+        "text": f"Glaciers in the northern range retreated again, report zq{number} says.\n\n"
+        f"Scientists measured the ice loss for the {number}th time this year.",
+    }
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+DELETE = """
+import sys
+from retrieval.collection import Collection
+with Collection.open(sys.argv[1], create=False, background=False) as collection:
+    for article_id in sys.argv[2:]:
+        collection.delete_article(article_id)
+"""
+
+
+class Searcher(threading.Thread):
+    """Searches until stopped; records every answer with the time its request was sent."""
+
+    def __init__(self, url: str, mode: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.mode = url, mode
+        self.answers: list[tuple[float, list[dict]]] = []
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx2.Client(base_url=self.url, timeout=60) as client:
+            for i in range(100_000):  # bounded; stopped long before
+                if self.stop.is_set():
+                    return
+                sent = time.monotonic()
+                body = {"query": QUERIES[i % len(QUERIES)], "k": 20, "mode": self.mode}
+                response = client.post("/search", json=body)
+                if response.status_code != 200:
+                    self.failures.append(f"{response.status_code} {response.text[:200]}")
+                    continue
+                self.answers.append((sent, response.json()["hits"]))
+
+
+@pytest.mark.slow
+def test_a_service_searches_while_other_processes_write_and_delete(
+    tmp_path, embedder, seed_articles
+):
+    path = build_collection(tmp_path / "c", embedder, seed_articles)
+    deleted_at: dict[str, float] = {}
+    with running_server(path, batch_window_ms=2, max_batch=32) as url:
+        searchers = [Searcher(url, mode) for mode in ("dense", "hybrid", "lexical")]
+        for searcher in searchers:
+            searcher.start()
+        fresh_misses = []
+        try:
+            for write in range(WRITES):
+                corpus = tmp_path / f"batch-{write}.jsonl"
+                numbers = range(3 * write, 3 * write + 3)
+                corpus.write_text("".join(json.dumps(story(n)) + "\n" for n in numbers))
+                indexed = run("retrieval", "index", str(corpus), "--collection", str(path),
+                              "--batch-size", "1", "--quiet")
+                assert indexed.returncode == 0, indexed.stderr
+                fresh_misses += [n for n in numbers if not found(url, n)]
+                if write >= 2 and write % 2:  # delete two articles written two rounds ago
+                    gone = [f"live-{n}" for n in range(3 * write - 6, 3 * write - 4)]
+                    deleted = subprocess.run(
+                        [sys.executable, "-c", DELETE, str(path), *gone], capture_output=True,
+                        text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                    )
+                    assert deleted.returncode == 0, deleted.stderr
+                    deleted_at.update(dict.fromkeys(gone, time.monotonic()))
+        finally:
+            for searcher in searchers:
+                searcher.stop.set()
+            for searcher in searchers:
+                searcher.join(timeout=60)
+        stats = httpx2.get(f"{url}/stats", timeout=30).json()
+
+    assert fresh_misses == [], "an article was not found by the first search after its write"
+    answers = [answer for searcher in searchers for answer in searcher.answers]
+    assert all(not searcher.failures for searcher in searchers), searchers[0].failures[:3]
+    assert len(answers) > 50, "the searchers should have run throughout the writes"
+    for sent, hits in answers:
+        ids = [hit["passage_id"] for hit in hits]
+        assert len(ids) == len(set(ids)), f"a passage twice in one answer: {ids}"
+        for hit in hits:
+            gone = deleted_at.get(hit["article_id"])
+            assert gone is None or sent < gone, f"{hit['article_id']} found after its deletion"
+    assert stats["in_agreement"] and stats["articles"] == 1 + 4 + 3 * WRITES - len(deleted_at)
+    info = run("retrieval", "info", "--collection", str(path))
+    assert info.returncode == 0 and "in agreement       yes" in info.stdout, info.stdout
+
+
+def found(url: str, number: int) -> bool:
+    """Whether the first search after a write finds the article in the index (dense)."""
+    return found_text(url, f"live-{number}")
+
+
+def test_a_commit_between_snapshot_and_catch_up_is_read_once(tmp_path, embedder, seed_articles):
+    """The interleaving that duplicated hits: another process commits while a reader is
+    between reading the generation and reading the vectors."""
+    path = build_collection(tmp_path / "c", embedder, seed_articles)
+    corpus = tmp_path / "one.jsonl"
+    corpus.write_text(json.dumps(story(1)) + "\n")
+    with Collection.open(path, embedder, background=False) as reader:
+        reader.refresh()
+        index = reader.index
+        with index.lock, reader.store.snapshot() as generation:
+            indexed = run("retrieval", "index", str(corpus), "--collection", str(path), "--quiet")
+            assert indexed.returncode == 0, indexed.stderr
+            index.catch_up(reader.store, generation)  # the snapshot predates the commit
+            assert index.generation == generation
+        reader.refresh()  # now the commit, exactly once
+        info = reader.info()
+        assert info.in_agreement and info.generation == generation + 1
+        assert len(reader.index.ids()) == len(set(reader.index.ids().tolist())) == info.passages
+
+
+def test_a_second_catch_up_to_the_same_generation_adds_nothing(tmp_path, embedder, seed_articles):
+    path = build_collection(tmp_path / "c", embedder, seed_articles)
+    with Collection.open(path, embedder, background=False) as collection:
+        generation = collection.refresh()
+        before = collection.index.ids()
+        with collection.index.lock, collection.store.snapshot():
+            collection.index.catch_up(collection.store, generation)
+        assert (collection.index.ids() == before).all()
+
+
+def test_the_same_collection_in_two_processes_sees_each_others_writes(
+    tmp_path, embedder, seed_articles
+):
+    path = build_collection(tmp_path / "c", embedder, seed_articles)
+    with running_server(path, batch_window_ms=0, max_batch=1) as first, running_server(
+        path, batch_window_ms=0, max_batch=1
+    ) as second:
+        article = {"id": "both", "title": "Ash cloud zq900", "text": "Volcanic ash zq900 again."}
+        response = httpx2.post(f"{first}/articles", json={"articles": [article]}, timeout=60)
+        assert response.status_code == 200, response.text
+        assert found_text(first, "both") and found_text(second, "both")
+        assert httpx2.delete(f"{second}/articles/both", timeout=60).status_code == 200
+        assert not found_text(first, "both") and not found_text(second, "both")
+
+
+def found_text(url: str, article_id: str) -> bool:
+    """Whether a dense search (through the index) finds any passage of the article."""
+    body = {"query": "glacier report", "k": 5, "mode": "dense",
+            "filters": {"article_ids": [article_id]}}
+    return bool(httpx2.post(f"{url}/search", json=body, timeout=30).json()["hits"])
