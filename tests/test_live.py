@@ -23,7 +23,7 @@ from service_fixtures import build_collection
 from retrieval.collection import Collection
 from service.loadtest import running_server
 
-WRITES = 6  # `retrieval index` runs, each committing 3 one-article batches
+WRITES = 4  # `retrieval index` runs, each committing 3 one-article batches
 QUERIES = ["glacier retreat", "interest rates", "floods after rain", "cup final", "volcano"]
 
 
