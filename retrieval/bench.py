@@ -18,8 +18,6 @@ point group.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-BBC = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bbc" / "corpus.jsonl"
+from retrieval.bench_common import BBC, print_result
 
 
 def register(commands: Any) -> None:
@@ -165,20 +163,3 @@ def ingest_table(r: dict[str, Any]) -> str:
         f"{r['baseline_model_load_s']} s; index {r['index']}; "
         f"store and index agree: {r['in_agreement']}",
     ])
-
-
-# -- shared helpers ----------------------------------------------------------------------
-
-
-def print_result(result: dict[str, Any], as_json: bool, table: Any) -> None:
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(table(result))
-    sys.stdout.flush()
-
-
-def percentile_ms(seconds: Sequence[float], q: float) -> float:
-    if not seconds:
-        return float("nan")
-    return round(1000 * float(np.percentile(np.asarray(seconds), q)), 3)
