@@ -7,8 +7,9 @@ One run, on public surfaces only (the HTTP service, the `retrieval` CLI, the lib
 1. builds (or, with --dir and --reuse, reuses) a collection of --size passages whose
    vectors derive from real BBC passage vectors, plus a few hundred real BBC articles;
 2. starts service A and service B (`python -m service`, batching on) on it, then
-   --searchers concurrent searchers: a warm-up, an IDLE phase (searches only) and a
-   WRITING phase, in which an HTTP writer posts an article to A every --write-every s
+   --searchers concurrent searchers: a warm-up (with one post and delete, so the write
+   path has allocated what it needs once), an IDLE phase (searches only) and a WRITING
+   phase, in which an HTTP writer posts an article to A every --write-every s
    and deletes older ones, and `retrieval index` / `retrieval delete` run every
    --cli-every s from another process;
 3. checks every answer (no 5xx, no passage twice, no hit from an article already
@@ -41,6 +42,7 @@ from typing import Any
 import httpx2
 
 from retrieval.bench_common import BBC, cpu_info, percentile_ms, print_result
+from retrieval.bench_writes import renamed
 from service import live_load
 from service.live_load import Soak, child_env
 from service.loadtest import free_port, load_queries, wait_until_ready
@@ -183,7 +185,10 @@ async def soak_and_check(
     """The warm-up, idle and writing phases, then the end-of-run agreement checks."""
     a, b = servers
     queries = load_queries(BBC)
-    hot = [article.title for article in http_pool + cli_pool if article.title]
+    posts = int(args.duration / args.write_every) + 1
+    rounds = int(args.duration / args.cli_every) + 1
+    hot = [a.title for a in http_pool[:posts] + cli_pool[: rounds * live_load.CLI_ARTICLES]]
+    warm_article = renamed(http_pool[-1], f"live-{run}-warmup")
     soak = Soak.starting_now(args.warmup, args.idle, args.duration)
     n = args.searchers + 16
     limits = httpx2.Limits(max_connections=n, max_keepalive_connections=n)
@@ -194,6 +199,7 @@ async def soak_and_check(
                     group.create_task(live_load.searcher(
                         soak, client, (a if i % 2 == 0 else b).url, queries, hot, seed=i))
                 group.create_task(live_load.sample_rss(soak, a.pid))
+                group.create_task(live_load.warm_writes(soak, client, a.url, warm_article))
                 group.create_task(live_load.http_writer(
                     soak, client, (a.url, b.url), http_pool, every=args.write_every, run=run))
                 group.create_task(live_load.cli_writer(
@@ -267,6 +273,7 @@ def report(
                      if k not in ("run", "command_line")},
         "metrics": {k: finite(v) for k, v in metrics.items()},
         "write_cost": {str(size): costs[size] for size in sizes},
+        "rss_mb_each_second": [round(kb / 1024, 1) for _, kb in soak.rss_kb],
         "rows": rows, "passed": all(row["pass"] is not False for row in rows),
         "errors": soak.errors,
     }

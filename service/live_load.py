@@ -25,7 +25,7 @@ import os
 import random
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,8 @@ class Soak:
     duplicate_answers: int = 0
     deleted_hits: int = 0
     deleted: dict[str, float] = field(default_factory=dict)  # article id -> deletion done
+    # Titles of the articles deleted last: searched for, a stale index would answer with them.
+    deleted_titles: deque[str] = field(default_factory=lambda: deque(maxlen=32))
     fresh: dict[str, list[float]] = field(default_factory=lambda: {"A": [], "B": []})
     fresh_timeouts: int = 0
     rss_kb: list[tuple[float, int]] = field(default_factory=list)
@@ -90,6 +92,12 @@ class Soak:
         self.error_count += 1
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append(message)
+
+    def note_deleted(self, articles: list[Article]) -> None:
+        done = time.perf_counter()
+        for article in articles:
+            self.deleted[article.id] = done
+            self.deleted_titles.append(article.title)
 
     def check_answer(self, hits: list[dict[str, Any]], sent: float) -> None:
         self.answers += 1
@@ -124,9 +132,16 @@ async def sleep_until(t: float) -> None:
     await asyncio.sleep(max(0.0, t - time.perf_counter()))
 
 
-def search_body(rng: random.Random, queries: list[str], hot: list[str], n: int) -> dict[str, Any]:
-    """Six in ten dense, two hybrid, two filtered by source (one dense, one hybrid)."""
-    query = rng.choice(hot if hot and n % 4 == 0 else queries)
+def search_body(
+    rng: random.Random, queries: list[str], hot: list[str], deleted: deque[str], n: int
+) -> dict[str, Any]:
+    """A BBC title as the query: one in four of an article just deleted (when there is
+    one), one in four of an article the writers add. Six in ten dense, two hybrid, two
+    filtered by source (one dense, one hybrid)."""
+    if n % 4 == 0 and deleted:
+        query = rng.choice(deleted)
+    else:
+        query = rng.choice(hot if hot and n % 4 in (0, 1) else queries)
     body: dict[str, Any] = {"query": query, "k": 10, "mode": "dense"}
     if n % 10 in (1, 2, 4):
         body["mode"] = "hybrid"
@@ -145,7 +160,7 @@ async def searcher(
         if sent >= soak.end:
             return
         response = await soak.request(client, "POST", f"{url}/search",
-                                      json=search_body(rng, queries, hot, n))
+                                      json=search_body(rng, queries, hot, soak.deleted_titles, n))
         if response is None:
             continue
         took = time.perf_counter() - sent
@@ -204,18 +219,32 @@ async def http_writer(
             probe = asyncio.create_task(freshness(soak, client, urls, article, time.perf_counter()))
             posted.append((article, probe))
             while len(posted) > KEEP_POSTED and posted[0][1].done():
-                await delete_posted(soak, client, urls[0], posted.pop(0)[0].id)
+                await delete_posted(soak, client, urls[0], posted.pop(0)[0])
     finally:
         for _, probe in posted:
             await probe
         for article, _ in posted:
-            await delete_posted(soak, client, urls[0], article.id)
+            await delete_posted(soak, client, urls[0], article)
 
 
-async def delete_posted(soak: Soak, client: httpx2.AsyncClient, url: str, article_id: str) -> None:
-    if await soak.request(client, "DELETE", f"{url}/articles/{article_id}") is not None:
-        soak.deleted[article_id] = time.perf_counter()
-        soak.writes["http_deletes"] += 1
+async def warm_writes(
+    soak: Soak, client: httpx2.AsyncClient, url: str, article: Article
+) -> None:
+    """One post and delete during the warm-up, so that the memory measured after it
+    includes what the write path allocates once (model input shapes, code paths)."""
+    response = await soak.request(client, "POST", f"{url}/articles",
+                                  json={"articles": [article_json(article)]})
+    if response is not None:
+        await delete_posted(soak, client, url, article, count=False)
+
+
+async def delete_posted(
+    soak: Soak, client: httpx2.AsyncClient, url: str, article: Article, *, count: bool = True
+) -> None:
+    if await soak.request(client, "DELETE", f"{url}/articles/{article.id}") is not None:
+        soak.note_deleted([article])
+        if count:
+            soak.writes["http_deletes"] += 1
 
 
 async def freshness(
@@ -255,7 +284,7 @@ async def cli_writer(
 ) -> None:
     """Each round indexes CLI_ARTICLES articles and deletes the previous round's."""
     await sleep_until(soak.idle_end)
-    previous: list[str] = []
+    previous: list[Article] = []
     try:
         for r in range(int((soak.end - soak.idle_end) / every) + 1):
             tick = soak.idle_end + r * every
@@ -270,7 +299,7 @@ async def cli_writer(
                                                     "--batch-size", str(CLI_ARTICLES), "--quiet"])
             if previous:
                 await cli_delete(soak, collection, previous)
-            previous = [a.id for a in batch] if indexed else []
+            previous = batch if indexed else []
     finally:
         if previous:
             await cli_delete(soak, collection, previous)
@@ -283,10 +312,10 @@ def article_record(article: Article) -> dict[str, Any]:
     return record
 
 
-async def cli_delete(soak: Soak, collection: Path, ids: list[str]) -> None:
+async def cli_delete(soak: Soak, collection: Path, articles: list[Article]) -> None:
+    ids = [article.id for article in articles]
     if await run_cli(soak, "delete", [*ids, "--collection", str(collection)]):
-        done = time.perf_counter()
-        soak.deleted.update(dict.fromkeys(ids, done))
+        soak.note_deleted(articles)
 
 
 async def run_cli(soak: Soak, command: str, args: list[str]) -> bool:
