@@ -43,6 +43,7 @@ import httpx2
 
 from retrieval.bench_common import BBC, cpu_info, percentile_ms, print_result
 from retrieval.bench_writes import renamed
+from retrieval.records import Article
 from service import live_load
 from service.live_load import Soak, child_env
 from service.loadtest import free_port, load_queries, wait_until_ready
@@ -180,14 +181,14 @@ def services(collection: Path) -> Iterator[tuple[Server, Server]]:
 
 async def soak_and_check(
     args: argparse.Namespace, servers: tuple[Server, Server], path: Path,
-    http_pool: list[Any], cli_pool: list[Any], run: str, root: Path,
+    http_pool: list[Article], cli_pool: list[Article], run: str, root: Path,
 ) -> tuple[Soak, dict[str, Any]]:
     """The warm-up, idle and writing phases, then the end-of-run agreement checks."""
     a, b = servers
     queries = load_queries(BBC)
     posts = int(args.duration / args.write_every) + 1
     rounds = int(args.duration / args.cli_every) + 1
-    hot = [a.title for a in http_pool[:posts] + cli_pool[: rounds * live_load.CLI_ARTICLES]]
+    hot = [art.title for art in http_pool[:posts] + cli_pool[: rounds * live_load.CLI_ARTICLES]]
     warm_article = renamed(http_pool[-1], f"live-{run}-warmup")
     soak = Soak.starting_now(args.warmup, args.idle, args.duration)
     n = args.searchers + 16
@@ -206,12 +207,22 @@ async def soak_and_check(
                     soak, path, cli_pool, every=args.cli_every, run=run, tmp=Path(tmp)))
             end: dict[str, Any] = {"A": await stats(soak, client, a.url),
                                    "B": await stats(soak, client, b.url)}
-    info = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "retrieval", "info", "--collection", str(path)],
-        env=child_env(), cwd=live_load.ROOT, capture_output=True, timeout=300, check=False,
-    )
-    end["info_exit"] = info.returncode
+    end["info_exit"] = await asyncio.to_thread(retrieval_info, path, soak)
     return soak, end
+
+
+def retrieval_info(path: Path, soak: Soak) -> int | None:
+    """`python -m retrieval info`'s exit status (1: store and index disagree); None if hung."""
+    command = [sys.executable, "-m", "retrieval", "info", "--collection", str(path)]
+    try:
+        done = subprocess.run(command, env=child_env(), cwd=live_load.ROOT, capture_output=True,
+                              timeout=300, check=False)
+    except subprocess.TimeoutExpired:
+        soak.error("retrieval info still running after 300 s: killed")
+        return None
+    if done.returncode not in (0, 1):  # 1 (disagreement) is the agreement goal's to report
+        soak.error(f"retrieval info exited {done.returncode}: {done.stderr.decode()[-300:]}")
+    return done.returncode
 
 
 async def stats(soak: Soak, client: httpx2.AsyncClient, url: str) -> dict[str, Any]:
