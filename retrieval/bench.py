@@ -1,4 +1,4 @@
-"""`retrieval bench ingest|index|query`: speed measured against a baseline in the same run.
+"""`retrieval bench ingest|index|query|live`: speed measured against a baseline in the same run.
 
 Every figure is a ratio or a bound measured side by side on this machine, never compared
 with numbers from elsewhere. Each benchmark prints a Markdown table (or JSON with --json):
@@ -9,17 +9,17 @@ with numbers from elsewhere. Each benchmark prints a Markdown table (or JSON wit
 - index: a large synthetic collection (real passage vectors plus noise), its approximate
   index against exact search: latency, recall@10, bytes per vector, time to open.
 - query: the service under load from a second process, against a naive endpoint.
+- live: two services on one collection under search load while articles are added and
+  deleted over HTTP and by the CLI: exactness, freshness, latency, memory, write cost.
 
-The query benchmark lives in service/bench_query.py (it drives the service and FastAPI,
-which the library never imports) and plugs in through the `retrieval.benchmarks` entry
-point group.
+The query and live benchmarks live in service/ (bench_query.py, bench_live.py: they drive
+the service and FastAPI, which the library never imports) and plug in through the
+`retrieval.benchmarks` entry point group.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-BBC = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bbc" / "corpus.jsonl"
+from retrieval.bench_common import BBC, print_result
 
 
 def register(commands: Any) -> None:
-    """Adds `bench` and its three benchmarks to the `retrieval` command."""
+    """Adds `bench` and its benchmarks to the `retrieval` command."""
     from retrieval.bench_index import add_index_parser
 
     parser = commands.add_parser(
@@ -166,20 +166,3 @@ def ingest_table(r: dict[str, Any]) -> str:
         f"{r['baseline_model_load_s']} s; index {r['index']}; "
         f"store and index agree: {r['in_agreement']}",
     ])
-
-
-# -- shared helpers ----------------------------------------------------------------------
-
-
-def print_result(result: dict[str, Any], as_json: bool, table: Any) -> None:
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(table(result))
-    sys.stdout.flush()
-
-
-def percentile_ms(seconds: Sequence[float], q: float) -> float:
-    if not seconds:
-        return float("nan")
-    return round(1000 * float(np.percentile(np.asarray(seconds), q)), 3)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.bench import BBC, percentile_ms, print_result
+from retrieval.bench_common import BBC, percentile_ms, print_result
 
 CACHE = Path.home() / ".cache" / "retrieval" / "bench"
 

@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_index_command(commands)
     add_search_command(commands)
     add_info_command(commands)
+    add_delete_command(commands)
     for register in extra_commands():
         register(commands)
     return parser
@@ -138,6 +139,18 @@ def add_info_command(commands: Any) -> None:
     add_collection_option(parser)
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run_info)
+
+
+def add_delete_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "delete",
+        help="delete articles and their passages; exits 1 if an id is unknown",
+        description="Delete articles (by id) and their passages from store and index. "
+        "Every known id is deleted; an unknown one is reported and makes the exit status 1.",
+    )
+    parser.add_argument("article_ids", nargs="+", metavar="ID")
+    add_collection_option(parser)
+    parser.set_defaults(run=run_delete)
 
 
 COMMAND_GROUP = "retrieval.commands"
@@ -278,6 +291,23 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"generation         {info.generation}")
         print(f"size on disk       {info.bytes_on_disk / 1e6:.1f} MB")
     return EXIT_OK if info.in_agreement else EXIT_FAILED
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    from retrieval.collection import Collection
+    from retrieval.errors import NotFoundError
+
+    unknown = 0
+    with Collection.open(collection_path(args), create=False) as collection:
+        for article_id in dict.fromkeys(args.article_ids):  # each id once, in order
+            try:
+                removed = collection.delete_article(article_id)
+            except NotFoundError as error:
+                print(f"error: {error}", file=sys.stderr)
+                unknown += 1
+                continue
+            print(f"deleted {article_id}: {removed} passages")
+    return EXIT_FAILED if unknown else EXIT_OK
 
 
 # -- helpers -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from retrieval.bench import BBC, print_result
+from retrieval.bench_common import BBC, print_result
 
 
 def add_query_parser(benches: Any) -> None:

@@ -61,3 +61,17 @@ def test_default_skips_the_bad_line_and_indexes_the_rest(indexed, tmp_path, caps
 def test_search_without_a_collection_says_how_to_make_one(tmp_path, capsys):
     assert main(["search", "anything", "--collection", str(tmp_path / "none")]) != 0
     assert "retrieval index" in capsys.readouterr().err
+
+
+def test_delete_removes_the_article_and_refuses_an_unknown_id(indexed, capsys):
+    assert main(["delete", "seed", "--collection", str(indexed)]) == 1  # no article "seed"
+    assert "no article with id 'seed'" in capsys.readouterr().err
+    assert main(["search", "presidents", "--collection", str(indexed), "--json"]) == 0
+    article_id = json.loads(capsys.readouterr().out)[0]["article_id"]
+    assert main(["delete", article_id, "nope", "--collection", str(indexed)]) == 1
+    captured = capsys.readouterr()
+    assert f"deleted {article_id}: 3 passages" in captured.out
+    assert "no article with id 'nope'" in captured.err
+    assert main(["info", "--collection", str(indexed), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["articles"] == 0 and info["passages"] == 0 and info["in_agreement"]
