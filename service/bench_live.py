@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_live_bench(args: argparse.Namespace) -> int:
+    from retrieval.backends import make_embedder
     from retrieval.bench_writes import bbc_articles, build_collection, write_cost
-    from retrieval.collection import make_embedder
 
     command = getattr(args, "command_line", None) or shlex.join(["retrieval", *sys.argv[1:]])
     sizes = [int(s) for s in args.write_cost_sizes.split(",") if s.strip()]
@@ -388,6 +388,11 @@ def live_table(r: dict[str, Any]) -> str:
                        f"({cost['bytes_source']}; median / p90; dir growth median)",
                        f"{cost['median_bytes']:,.0f} / {cost['p90_bytes']:,.0f}; "
                        f"{cost['median_dir_growth_bytes']:,.0f}"))
+        facts.append((f"checkpoint at {int(size):,} passages: s, bytes; amortized per batch "
+                      "(one is due every delta_max added passages)",
+                      f"{cost['checkpoint_s']} s, {cost['checkpoint_bytes']:,.0f} B; "
+                      f"{cost['amortized_checkpoint_s']} s, "
+                      f"{cost['amortized_checkpoint_bytes']:,.0f} B"))
     lines += [f"| {name} | {value} | - | - |" for name, value in facts]
     flags = ", ".join(f"{flag} {'yes' if cpu[flag] else 'no'}"
                       for flag in ("avx2", "avx512f", "avx512_vnni"))
