@@ -115,7 +115,7 @@ def run_index_bench(args: argparse.Namespace) -> int:
             "base_vectors": len(base), "queries": len(queries),
             "bytes_per_vector": round(file.stat().st_size / args.size, 1),
             "store_write_s": round(store_s, 1), "index_build_s": round(build_s, 1),
-            "open_s": round(open_s, 2), "exact_p50_ms": percentile_ms(exact_times, 50),
+            "open_s": round(open_s, 3), "exact_p50_ms": percentile_ms(exact_times, 50),
             "param": param, "rows": rows,
         }
         collection.close()
