@@ -204,9 +204,9 @@ def synthesize(
 
 def write_collection(path: Path, embedder: Any, vectors: np.ndarray, spec: str) -> None:
     """A collection of 10-passage articles holding `vectors`, with no index file yet."""
-    from retrieval.collection import STORE, Collection
+    from retrieval.collection import Collection
     from retrieval.records import Article
-    from retrieval.store import NewPassage, Store
+    from retrieval.store import STORE, NewPassage, Store
 
     with Collection.open(path, embedder, index_spec=spec, background=False):
         pass

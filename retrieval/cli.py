@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_index_command(commands)
     add_search_command(commands)
     add_info_command(commands)
+    add_snapshot_command(commands)
     add_delete_command(commands)
     for register in extra_commands():
         register(commands)
@@ -151,6 +152,19 @@ def add_delete_command(commands: Any) -> None:
     parser.add_argument("article_ids", nargs="+", metavar="ID")
     add_collection_option(parser)
     parser.set_defaults(run=run_delete)
+
+
+def add_snapshot_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "snapshot", help="copy a collection consistently while it serves and is written",
+        description="Copy a collection into a new directory, consistent as of one committed "
+        "generation, without stopping the services or writers using it (SQLite's online "
+        "backup, and the index checkpoint of that generation if there is one). Open the copy "
+        "like any collection: it answers as the original did at that generation.",
+    )
+    parser.add_argument("out", type=Path, metavar="OUT", help="new directory for the copy")
+    add_collection_option(parser)
+    parser.set_defaults(run=run_snapshot)
 
 
 COMMAND_GROUP = "retrieval.commands"
@@ -308,6 +322,19 @@ def run_delete(args: argparse.Namespace) -> int:
                 continue
             print(f"deleted {article_id}: {removed} passages")
     return EXIT_FAILED if unknown else EXIT_OK
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    from retrieval.snapshot import snapshot
+
+    report = snapshot(collection_path(args), args.out)
+    held = (
+        f"the index checkpoint of generation {report.checkpoint_generation}"
+        if report.checkpoint_generation is not None
+        else "no index checkpoint (opening it replays the store)"
+    )
+    print(f"snapshot at generation {report.generation} in {report.path}, with {held}")
+    return EXIT_OK
 
 
 # -- helpers -----------------------------------------------------------------------------

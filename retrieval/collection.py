@@ -66,11 +66,10 @@ from retrieval.manifest import (
     write_manifest,
 )
 from retrieval.records import Article, Filters, Passage
-from retrieval.store import DEFAULT_WRITE_TIMEOUT_S, NewPassage, Store
+from retrieval.store import DEFAULT_WRITE_TIMEOUT_S, STORE, NewPassage, Store
 
 logger = logging.getLogger(__name__)
 
-STORE = "store.sqlite"
 # How often a reading process looks for a checkpoint written by another process.
 CHECKPOINT_POLL_S = 1.0
 

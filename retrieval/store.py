@@ -35,6 +35,8 @@ from numpy.typing import NDArray
 from retrieval.errors import CollectionLockedError
 from retrieval.records import Article, Filters, Passage
 
+# The store's file name in a collection directory.
+STORE = "store.sqlite"
 # How long a write waits for another process's write to finish before giving up.
 DEFAULT_WRITE_TIMEOUT_S = 10.0
 

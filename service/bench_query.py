@@ -120,10 +120,9 @@ def serve_naive(collection: str, port: int) -> None:
     from fastapi import Body, FastAPI
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.collection import STORE
     from retrieval.embedding import default_model_path
     from retrieval.manifest import read_manifest
-    from retrieval.store import Store
+    from retrieval.store import STORE, Store
 
     path = Path(collection)
     manifest = read_manifest(path)
