@@ -120,11 +120,12 @@ def run_ingest(args: argparse.Namespace) -> int:
     rounds = max(1, min(args.rounds, len(articles)))
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
         path = args.keep or Path(tmp) / "collection"
-        with Collection.open(path, embedder) as collection:
+        with Collection.open(path, embedder, background=False) as collection:
             for part in np.array_split(np.arange(len(articles)), rounds):
                 seen = len(embedder.texts)
                 started = time.perf_counter()
                 collection.add_articles([articles[i] for i in part])
+                collection.checkpoint()  # when due, as `retrieval index` does
                 pipeline_s += time.perf_counter() - started
                 started = time.perf_counter()
                 baseline.encode(embedder.texts[seen:], batch_size=32, convert_to_numpy=True,

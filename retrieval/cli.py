@@ -260,7 +260,7 @@ def run_search(args: argparse.Namespace) -> int:
         date_from=args.date_from,
         date_to=args.date_to,
     )
-    with Collection.open(collection_path(args), create=False) as collection:
+    with Collection.open(collection_path(args), create=False, background=False) as collection:
         hits = Retriever(collection).search(
             args.query,
             args.k,
@@ -284,7 +284,7 @@ def run_search(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     from retrieval.collection import Collection
 
-    with Collection.open(collection_path(args), create=False) as collection:
+    with Collection.open(collection_path(args), create=False, background=False) as collection:
         info = collection.info()
     if args.json:
         print(json.dumps({**asdict(info), "in_agreement": info.in_agreement}, indent=2))
@@ -312,7 +312,7 @@ def run_delete(args: argparse.Namespace) -> int:
     from retrieval.errors import NotFoundError
 
     unknown = 0
-    with Collection.open(collection_path(args), create=False) as collection:
+    with Collection.open(collection_path(args), create=False, background=False) as collection:
         for article_id in dict.fromkeys(args.article_ids):  # each id once, in order
             try:
                 removed = collection.delete_article(article_id)

@@ -87,9 +87,12 @@ def cached_collection(
         interrupted is completed on the next call: unchanged articles are skipped.
     """
     path = cache / f"{name}-{cache_key(corpus, embedder, chunker, index_spec)}"
-    collection = Collection.open(path, embedder, chunker=chunker, index_spec=index_spec)
+    collection = Collection.open(
+        path, embedder, chunker=chunker, index_spec=index_spec, background=False
+    )
     if not (path / COMPLETE_MARK).exists():
         report = collection.add_articles(articles, progress=progress)
+        collection.checkpoint()  # when due, as `retrieval index` does: the next open loads it
         mark = {"corpus": str(corpus.resolve()), "articles": len(articles), **report.as_dict()}
         (path / COMPLETE_MARK).write_text(json.dumps(mark, indent=2), "utf-8")
     return collection
