@@ -72,6 +72,9 @@ logger = logging.getLogger(__name__)
 
 # How often a reading process looks for a checkpoint written by another process.
 CHECKPOINT_POLL_S = 1.0
+# How long a process waits before trying again after a background checkpoint failed or
+# found another process building one.
+CHECKPOINT_RETRY_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,7 @@ class Collection:
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
         self._last_poll = 0.0
+        self._next_attempt = 0.0
 
     # -- opening and closing --------------------------------------------------------------
 
@@ -324,7 +328,7 @@ class Collection:
             if newest and newest[0][0] > self.index.base_generation:
                 self._start(self._load_newer_checkpoint)
                 return
-        if self.checkpoint_due():
+        if now >= self._next_attempt and self.checkpoint_due():
             self._start(self._checkpoint_quietly)
 
     def _start(self, work: Callable[[], object]) -> None:
@@ -343,12 +347,15 @@ class Collection:
             logger.exception("%s: loading a newer checkpoint failed", self.path)
 
     def _checkpoint_quietly(self) -> None:
+        built = None
         try:
-            self.checkpoint()
+            built = self.checkpoint()
         except checkpoint.CheckpointAborted:
             pass
-        except Exception:  # the current index keeps serving; the next read retries
+        except Exception:  # the current index keeps serving; a later read retries
             logger.exception("%s: building a checkpoint failed", self.path)
+        if built is None:  # failed, or another process builds it: do not retry at once
+            self._next_attempt = time.monotonic() + CHECKPOINT_RETRY_S
 
     # -- writes ---------------------------------------------------------------------------
 
