@@ -129,10 +129,12 @@ def test_sigkill_during_ingest_never_corrupts(tmp_path, embedder, seed_articles)
             process.wait(timeout=30)
         else:
             kill_after_commits(process, path, commits, delay)
+        process.communicate()  # closes its pipes
         held.append(check_consistent(path, expected, embedder))
     assert held == sorted(held), "a kill must never lose what an earlier run committed"
     assert held[-1] < ARTICLES, "the kills should have interrupted the ingest"
 
     finished = start_ingest(corpus, path)
-    assert finished.wait(timeout=300) == 0, finished.stderr.read().decode()
+    _, stderr = finished.communicate(timeout=300)
+    assert finished.returncode == 0, stderr.decode()
     assert check_consistent(path, expected, embedder) == ARTICLES
