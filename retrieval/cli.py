@@ -63,8 +63,9 @@ def add_index_command(commands: Any) -> None:
         "index",
         help="add articles to a collection",
         description="Load articles from files and folders (.txt/.md in the seed format, "
-        ".jsonl, BEIR corpus.jsonl), chunk, embed and store them. Unchanged articles are "
-        "skipped; changed ones replace their passages.",
+        ".jsonl, BEIR corpus.jsonl, saved .html/.htm pages, .rss/.atom/.xml feeds), chunk, "
+        "embed and store them. Unchanged articles are skipped; changed ones replace their "
+        "passages.",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     add_collection_option(parser)

@@ -53,6 +53,7 @@ from retrieval.ingest import (
     INGEST_BATCH,
     IngestReport,
     batched,
+    indexable,
     passages_for,
     refuse_duplicate_ids,
     with_vector,
@@ -369,6 +370,8 @@ class Collection:
     ) -> IngestReport:
         """Adds new articles, replaces changed ones, and skips unchanged ones.
 
+        An article with a title and no text is stored with its title as its text.
+
         Articles are committed in batches of `batch_size`, each batch one transaction:
         an interrupted ingest keeps the batches committed before it, whole. Each batch
         is embedded before its transaction starts, so other writers wait only for
@@ -380,9 +383,11 @@ class Collection:
 
         Raises:
             CollectionLockedError: another process kept writing past lock_timeout.
-            InputError: an article without text, or an id given twice.
+            InputError: an article with neither text nor title, or an id given twice.
         """
-        articles = refuse_duplicate_ids(articles)
+        # Checked and made indexable up front, so a bad article refuses the whole call
+        # before any batch is committed.
+        articles = [indexable(article) for article in refuse_duplicate_ids(articles)]
         report, started = IngestReport(), time.perf_counter()
         for batch in batched(articles, batch_size):
             self._add_batch(batch, report, lock_timeout)

@@ -4,7 +4,7 @@ Every error derives from RetrievalError, so callers can catch one type:
 
     RetrievalError
     ├── InputError (ValueError)            bad article, file, line or argument; says what to fix
-    │   └── LoadError                      a source file or line could not be read (path, line)
+    │   └── LoadError                      a source file, line or feed entry could not be read
     ├── CollectionError                    the collection on disk cannot be used as asked
     │   ├── ModelMismatchError (ValueError) opened with another model than it was built with
     │   ├── CollectionFormatError          manifest missing, unreadable or of an unknown version
@@ -25,20 +25,43 @@ class InputError(RetrievalError, ValueError):
 
 
 class LoadError(InputError):
-    """A source file or one of its lines could not be loaded.
+    """A source file, one of its lines or one of its feed entries could not be loaded.
 
     Attributes:
         path: the file that failed.
         line: 1-based line number for line-oriented formats (JSONL), else None.
         reason: what was wrong, without the location.
+        entry: 1-based entry number within a feed (RSS, Atom), else None.
+        entry_id: that entry's id (guid or link) when it has one, else None.
     """
 
-    def __init__(self, path: str, reason: str, line: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        reason: str,
+        line: int | None = None,
+        *,
+        entry: int | None = None,
+        entry_id: str | None = None,
+    ) -> None:
         self.path = path
         self.line = line
         self.reason = reason
-        where = f"{path}:{line}" if line is not None else path
-        super().__init__(f"{where}: {reason}")
+        self.entry = entry
+        self.entry_id = entry_id
+        super().__init__(f"{self.locate(path, line, entry=entry, entry_id=entry_id)}: {reason}")
+
+    @staticmethod
+    def locate(
+        path: str, line: int | None = None, *, entry: int | None = None, entry_id: str | None = None
+    ) -> str:
+        """`path`, `path:line`, or `path: entry N (id '...')`, as error messages start."""
+        if line is not None:
+            return f"{path}:{line}"
+        if entry is not None:
+            shown = f" (id {entry_id!r})" if entry_id else ""
+            return f"{path}: entry {entry}{shown}"
+        return path
 
 
 class CollectionError(RetrievalError):

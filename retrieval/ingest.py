@@ -47,11 +47,12 @@ def passages_for(
 ) -> list[tuple[NewPassage, str]]:
     """Chunks an article; returns each passage (vector still empty) with its embedding input.
 
+    A title-only article (empty text) is chunked as `indexable(article)`: its title.
+
     Raises:
-        InputError: the article has no text.
+        InputError: the article has neither text nor a title.
     """
-    if not article.text.strip():
-        raise InputError(f"article {article.id!r} has no text")
+    article = indexable(article)
     prefix = title_prefix(article, embedder)
     reserved = embedder.count_tokens(prefix) - embedder.count_tokens("") if prefix else 0
     spans = chunk_text(article.text, embedder, chunker, reserved_tokens=reserved)
@@ -69,6 +70,23 @@ def passages_for(
         )
         out.append((passage, embed_input))
     return out
+
+
+def indexable(article: Article) -> Article:
+    """The article as stored: a title-only one (empty text) takes its title as its text.
+
+    So a news flash or a headline-only item is indexed as the loaders load it. Any other
+    article is returned unchanged, and so is its content hash.
+
+    Raises:
+        InputError: the article has neither text nor a title.
+    """
+    if article.text.strip():
+        return article
+    title = article.title.strip()
+    if not title:
+        raise InputError(f"article {article.id!r} has no text and no title")
+    return replace(article, text=title)
 
 
 def title_prefix(article: Article, embedder: Embedder) -> str:

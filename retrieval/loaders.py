@@ -3,7 +3,8 @@
 Formats, chosen by suffix (case-insensitive):
 
 - A folder is walked recursively in sorted order. `.txt` and `.md` files are text
-  articles, `.jsonl` files hold one record a line; other suffixes are ignored, and so are
+  articles, `.jsonl` files hold one record a line, `.html`/`.htm` files are saved pages,
+  `.rss`, `.atom` and `.xml` files are feeds; other suffixes are ignored, and so are
   hidden files and folders (names starting with '.'). A file named directly with another
   suffix is an error. A folder in the BEIR layout (`corpus.jsonl` beside `queries.jsonl`)
   contributes its `corpus.jsonl` alone: its queries and qrels are not articles.
@@ -21,19 +22,30 @@ Formats, chosen by suffix (case-insensitive):
   would change the content hash.
 - JSONL (`.jsonl`, BEIR `corpus.jsonl` included): one JSON object a line, blank lines
   skipped. `_id` (else `id`): a non-empty string or an integer; `title` (optional);
-  `text` (required); `date` (optional, `YYYY-MM-DD` or an ISO datetime whose written
-  date part is kept, no time zone conversion); `source`, `url` (optional strings). Every
-  other field goes into `metadata`, merged over the keys of a nested `metadata` object.
-  Each line is decoded and parsed on its own, so a bad line loses only itself.
+  `text` (a string; may be missing, null or blank when there is a title); `date`
+  (optional, `YYYY-MM-DD` or an ISO datetime whose written date part is kept, no time
+  zone conversion); `source`, `url` (optional strings). Every other field goes into
+  `metadata`, merged over the keys of a nested `metadata` object. Each line is decoded
+  and parsed on its own, so a bad line loses only itself.
+- Saved HTML page (`.html`, `.htm`; UTF-8, a BOM allowed): one article, id = the file
+  stem. trafilatura finds the article text (paragraphs kept apart by blank lines), title,
+  date, canonical URL (`url`), site name (`source`) and author (`metadata["author"]`);
+  see `retrieval.pages`. A page with no text and no title is an error.
+- Feed (`.rss`, `.atom`, `.xml`, read by feedparser; an `.xml` file that is no RSS or
+  Atom feed is an error): one article an entry, id = the entry's id/guid, else its link;
+  text from its content, else its summary; see `retrieval.feeds`. A bad entry loses only
+  itself and is reported as `path: entry N (id '...'): what is wrong`; a malformed feed
+  with no readable entry is an error for the file.
 
-In every format, title and text are stripped of surrounding whitespace and text must not
-be empty. An id seen twice in one load keeps its first article; the later one is an error.
+In every format, title and text are stripped of surrounding whitespace. An article with
+a title and no text (a news flash, a headline-only item) is title-only: its text is its
+title. One with neither is an error. An id seen twice in one load keeps its first
+article; the later one is an error.
 """
 
 from __future__ import annotations
 
 import codecs
-import datetime as dt
 import json
 import os
 import re
@@ -44,19 +56,19 @@ from typing import Any
 
 import blingfire
 
-from retrieval.errors import LoadError
-from retrieval.records import Article
+from retrieval.errors import InputError, LoadError
+from retrieval.records import Article, iso_date
 
 TEXT_SUFFIXES = frozenset({".txt", ".md"})
 JSONL_SUFFIXES = frozenset({".jsonl"})
-_LOADABLE = TEXT_SUFFIXES | JSONL_SUFFIXES
+HTML_SUFFIXES = frozenset({".html", ".htm"})
+FEED_SUFFIXES = frozenset({".rss", ".atom", ".xml"})
+_LOADABLE = TEXT_SUFFIXES | JSONL_SUFFIXES | HTML_SUFFIXES | FEED_SUFFIXES
 TITLE_LINE_MAX_WORDS = 20
 DERIVED_TITLE_MAX_WORDS = 12
 # The first sentence is all a derived title needs; bounding the scan keeps a huge
 # single-paragraph file from being sentence-split in full.
 _TITLE_SCAN_CHARS = 2000
-
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Only a value starting with a digit makes a date line, so that a headline such as
 # "Date night" is read as a title, not as a malformed date.
 _DATE_LINE = re.compile(r"date\s*:?\s*(\d\S*)", re.IGNORECASE)
@@ -71,7 +83,8 @@ class LoadResult:
 
     Attributes:
         articles: loaded articles, in file order, then line order.
-        errors: each names its path, its 1-based line for JSONL, and what to fix.
+        errors: each names its path, its 1-based line (JSONL) or entry (feeds), and
+            what to fix.
     """
 
     articles: list[Article] = field(default_factory=list)
@@ -116,7 +129,8 @@ def load_file(path: str | Path) -> LoadResult:
     """Load one file, its format chosen by its suffix.
 
     Args:
-        path: a `.txt`, `.md` or `.jsonl` file; another suffix is reported in `errors`.
+        path: a file of a format in the module docstring; another suffix is reported
+            in `errors`.
 
     Returns:
         The file's articles (duplicate ids within it are errors) and its errors.
@@ -160,6 +174,7 @@ def _files_under(root: Path) -> Iterator[Path]:
 
 
 BEIR_CORPUS = "corpus.jsonl"
+_EXPECTED_SUFFIXES = ".txt, .md, .jsonl, .html, .htm, .rss, .atom or .xml"
 
 
 def _is_beir_folder(filenames: list[str]) -> bool:
@@ -192,9 +207,13 @@ class _Batch:
             self._add_text_file(path)
         elif suffix in JSONL_SUFFIXES:
             self._add_jsonl_file(path)
+        elif suffix in HTML_SUFFIXES:
+            self._add_html_file(path)
+        elif suffix in FEED_SUFFIXES:
+            self._add_feed_file(path)
         else:
             shown = suffix or "(no suffix)"
-            self._error(path, f"unsupported file type {shown}: expected .txt, .md or .jsonl")
+            self._error(path, f"unsupported file type {shown}: expected {_EXPECTED_SUFFIXES}")
 
     def _add_text_file(self, path: Path) -> None:
         data = self._read(path)
@@ -206,7 +225,7 @@ class _Batch:
         except _Invalid as exc:
             self._error(path, exc.reason, exc.line)
             return
-        self._accept(article, path, None)
+        self._accept(article, path)
 
     def _add_jsonl_file(self, path: Path) -> None:
         data = self._read(path)
@@ -226,6 +245,40 @@ class _Batch:
                 continue
             self._accept(article, path, number)
 
+    def _add_html_file(self, path: Path) -> None:
+        from retrieval.pages import article_from_page  # trafilatura: only when needed
+
+        data = self._read(path)
+        if data is None:
+            return
+        try:
+            article = article_from_page(_decode(data, offset=0, encoding="utf-8-sig"), path.stem)
+        except _Invalid as exc:
+            self._error(path, exc.reason)
+            return
+        except InputError as exc:
+            self._error(path, str(exc))
+            return
+        self._accept(article, path)
+
+    def _add_feed_file(self, path: Path) -> None:
+        from retrieval.feeds import read_feed  # feedparser, inscriptis: only when needed
+
+        data = self._read(path)
+        if data is None:
+            return
+        try:
+            entries = read_feed(data)
+        except InputError as exc:
+            self._error(path, str(exc))
+            return
+        for entry in entries:
+            if entry.article is None:
+                reason = entry.problem or "bad entry"
+                self._error(path, reason, entry=entry.number, entry_id=entry.id)
+            else:
+                self._accept(entry.article, path, entry=entry.number)
+
     def _read(self, path: Path) -> bytes | None:
         try:
             return path.read_bytes()
@@ -233,16 +286,27 @@ class _Batch:
             self._error(path, f"cannot read the file: {exc.strerror or exc}")
             return None
 
-    def _accept(self, article: Article, path: Path, line: int | None) -> None:
+    def _accept(
+        self, article: Article, path: Path, line: int | None = None, *, entry: int | None = None
+    ) -> None:
         first = self._first_seen.get(article.id)
         if first is not None:
-            self._error(path, f"duplicate id {article.id!r} (first seen at {first})", line)
+            reason = f"duplicate id {article.id!r} (first seen at {first})"
+            self._error(path, reason, line, entry=entry, entry_id=article.id)
             return
-        self._first_seen[article.id] = f"{path}:{line}" if line is not None else str(path)
+        self._first_seen[article.id] = LoadError.locate(str(path), line, entry=entry)
         self._articles.append(article)
 
-    def _error(self, path: Path, reason: str, line: int | None = None) -> None:
-        self._errors.append(LoadError(str(path), reason, line))
+    def _error(
+        self,
+        path: Path,
+        reason: str,
+        line: int | None = None,
+        *,
+        entry: int | None = None,
+        entry_id: str | None = None,
+    ) -> None:
+        self._errors.append(LoadError(str(path), reason, line, entry=entry, entry_id=entry_id))
 
 
 def _decode(data: bytes, offset: int, encoding: str = "utf-8") -> str:
@@ -269,15 +333,16 @@ def _parse_text_article(text: str, doc_id: str, *, markdown: bool = False) -> Ar
         The article; its title follows the rules in the module docstring.
 
     Raises:
-        _Invalid: a malformed date line, or no text once the date and title are taken.
+        _Invalid: a malformed date line, or neither a title nor a body after the date.
     """
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     date, lines = _take_date_line(lines)
     body = "\n".join(lines).strip()
     title, body = _split_title(body, markdown=markdown) if body else ("", "")
-    if not body:
-        raise _Invalid("empty text: the file holds no body after its date and title")
-    return Article(id=doc_id, title=title, text=body, date=date)
+    if not body and not title:
+        raise _Invalid("empty text: the file holds no title and no body after its date")
+    # A headline alone (a news flash) is a title-only article: its text is its title.
+    return Article(id=doc_id, title=title, text=body or title, date=date)
 
 
 def _take_date_line(lines: list[str]) -> tuple[str | None, list[str]]:
@@ -289,7 +354,7 @@ def _take_date_line(lines: list[str]) -> tuple[str | None, list[str]]:
     if match is None:
         return None, lines
     value = match.group(1)
-    date = _iso_date(value)
+    date = iso_date(value)
     if date is None:
         reason = f"bad date line {lines[index].strip()!r}: expected 'date YYYY-MM-DD'"
         raise _Invalid(reason, line=index + 1)
@@ -370,13 +435,20 @@ def _article_from_record(record: dict[str, Any]) -> Article:
         The article, with id converted to str and other fields kept as metadata.
 
     Raises:
-        _Invalid: a missing or empty id or text, a field of the wrong type, a bad date.
+        _Invalid: a missing or empty id, neither title nor text, a field of the wrong type,
+            a bad date.
     """
     id_key = "_id" if "_id" in record else "id"
+    doc_id = _record_id(record.get(id_key))
+    title = (_optional_str(record, "title") or "").strip()
+    # A headline alone (a news flash) is a title-only article: its text is its title.
+    text = _record_text(record.get("text")) or title
+    if not text:
+        raise _Invalid("empty text: 'text' must hold more than whitespace when there is no 'title'")
     return Article(
-        id=_record_id(record.get(id_key)),
-        title=(_optional_str(record, "title") or "").strip(),
-        text=_record_text(record.get("text")),
+        id=doc_id,
+        title=title,
+        text=text,
         date=_record_date(record.get("date")),
         source=_optional_str(record, "source") or None,
         url=_optional_str(record, "url") or None,
@@ -396,36 +468,22 @@ def _record_id(value: Any) -> str:
 
 
 def _record_text(value: Any) -> str:
+    """The record's text, stripped; "" when missing or null (a title may stand in)."""
+    if value is None:
+        return ""
     if not isinstance(value, str):
-        raise _Invalid(f"'text' must be a string, got {_json_type(value)}")
+        raise _Invalid(f"'text' must be a string or null, got {_json_type(value)}")
     # Same line ends as text files, so chunking sees paragraphs the same way.
-    text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
-    if not text:
-        raise _Invalid("empty text: 'text' must hold more than whitespace")
-    return text
+    return value.replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
 def _record_date(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    date = _iso_date(value) if isinstance(value, str) else None
+    date = iso_date(value) if isinstance(value, str) else None
     if date is None:
         raise _Invalid(f"bad date {value!r}, expected YYYY-MM-DD (or an ISO datetime)")
     return date
-
-
-def _iso_date(value: str) -> str | None:
-    """`YYYY-MM-DD` for a real date or an ISO datetime starting with one, else None."""
-    text = value.strip()
-    # fromisoformat alone would also take "20210830" and week dates such as "2021-W35".
-    if _ISO_DATE.match(text) is None:
-        return None
-    try:
-        if len(text) == 10:
-            return dt.date.fromisoformat(text).isoformat()
-        return dt.datetime.fromisoformat(text).date().isoformat()
-    except ValueError:
-        return None
 
 
 def _optional_str(record: dict[str, Any], key: str) -> str | None:

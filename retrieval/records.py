@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,3 +151,24 @@ def is_iso_date(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def iso_date(value: str) -> str | None:
+    """`YYYY-MM-DD` for a real date or an ISO datetime starting with one, else None.
+
+    The written date part is kept: "2021-08-30T23:30:00+05:00" gives "2021-08-30", with
+    no time zone conversion.
+    """
+    text = value.strip()
+    # fromisoformat alone would also take "20210830" and week dates such as "2021-W35".
+    if _ISO_DATE.match(text) is None:
+        return None
+    try:
+        if len(text) == 10:
+            return datetime.date.fromisoformat(text).isoformat()
+        return datetime.datetime.fromisoformat(text).date().isoformat()
+    except ValueError:
+        return None

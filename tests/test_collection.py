@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ from retrieval.checkpoint import saved_checkpoints as saved_indexes
 from retrieval.collection import Collection
 from retrieval.errors import CollectionFormatError, ModelMismatchError, NotFoundError
 from retrieval.records import Article
+from retrieval.search import Retriever
 
 TEXT = (
     "The city council approved a new budget for public transport on Tuesday.\n\n"
@@ -153,9 +154,28 @@ def test_one_id_twice_in_one_ingest_is_refused(collection):
     assert collection.info().articles == 0
 
 
-def test_empty_article_text_is_refused(collection):
+def test_an_article_with_neither_text_nor_title_is_refused_before_any_write(collection):
     from retrieval.errors import InputError
 
-    with pytest.raises(InputError, match="no text"):
-        collection.add_articles([dataclasses.replace(article(), text="   ")])
+    empty = article("a2", text="   ", title=" ")
+    with pytest.raises(InputError, match="'a2' has no text and no title"):
+        collection.add_articles([article("a1"), empty], batch_size=1)
     assert collection.info().articles == 0
+
+
+def test_a_title_only_article_is_indexed_with_its_title_as_text(collection):
+    from retrieval.loaders import load_file
+
+    flash = article("flash", text="", title="Earthquake strikes off northern Japan")
+    [(passage, embed_input)] = collection.passages_for(flash)
+    assert (passage.text, passage.start, passage.end) == (flash.title, 0, len(flash.title))
+    assert embed_input == flash.title  # the title is not put before itself
+    report = collection.add_articles([flash])
+    assert (report.added, report.passages_added) == (1, 1)
+    assert collection.article("flash").text == flash.title
+    # The loaders give the same article, so re-adding it from a file changes nothing.
+    path = collection.path.parent / "flash.jsonl"
+    path.write_text(json.dumps({"_id": "flash", "title": flash.title}) + "\n")
+    assert collection.add_articles(load_file(path).articles).unchanged == 1
+    [hit] = Retriever(collection).search("earthquake in Japan", 1)
+    assert (hit.article_id, hit.text) == ("flash", flash.title)

@@ -31,7 +31,7 @@ CORPUS = [
     ("bread", "Baking bread", "Bake the dough in a hot oven until the crust is golden brown."),
     ("whales", "Whale migration", "Blue whales migrate thousands of kilometres across the ocean."),
     ("tax", "Tax reform", "Parliament passed a reform of income tax for small businesses."),
-    ("empty", "Nothing here", "   "),
+    ("empty", "", "   "),  # no title either: a title alone would be a title-only article
 ]
 QUERIES = {
     "q1": "volcanic eruption and ash",

@@ -105,12 +105,22 @@ def test_bad_date_line_is_an_error_with_its_line(tmp_path: Path, line: str) -> N
     assert str(error).startswith(f"{path}:2: ")
 
 
-@pytest.mark.parametrize("content", ["", "  \n\n", "date 2021-01-01\n\n\n", "# Only a title\n"])
-def test_empty_text_is_an_error(tmp_path: Path, content: str) -> None:
+@pytest.mark.parametrize("content", ["", "  \n\n", "date 2021-01-01\n\n\n"])
+def test_no_title_and_no_text_is_an_error(tmp_path: Path, content: str) -> None:
     path = write(tmp_path / "empty.md", content)
     result = load_file(path)
     assert result.articles == []
     assert "empty text" in only_error(result).reason
+
+
+def test_md_with_a_heading_only_is_a_title_only_article(tmp_path: Path) -> None:
+    path = write(tmp_path / "flash.md", "date 2005-03-20\n\n# Quake strikes off Japan\n")
+    [article] = load_file(path).articles
+    assert (article.title, article.text, article.date) == (
+        "Quake strikes off Japan",
+        "Quake strikes off Japan",
+        "2005-03-20",
+    )
 
 
 def test_bad_utf8_names_path_and_byte_offset(tmp_path: Path) -> None:
@@ -153,7 +163,9 @@ def test_unsupported_suffix_named_directly_is_an_error(tmp_path: Path) -> None:
     result = load_articles([path])
     assert result.articles == []
     error = only_error(result)
-    assert error.reason == "unsupported file type .xyz: expected .txt, .md or .jsonl"
+    assert error.reason == (
+        "unsupported file type .xyz: expected .txt, .md, .jsonl, .html, .htm, .rss, .atom or .xml"
+    )
 
 
 def test_missing_path_raises_before_loading_anything(tmp_path: Path) -> None:
@@ -250,7 +262,9 @@ def test_jsonl_bom_is_accepted(tmp_path: Path) -> None:
         ('{"_id": "", "text": "Empty id."}', "missing id"),
         ('{"_id": true, "text": "Bool id."}', "missing id"),
         ('{"_id": "a", "text": "   "}', "empty text"),
-        ('{"_id": "a"}', "'text' must be a string, got null"),
+        ('{"_id": "a"}', "empty text"),
+        ('{"_id": "a", "title": "  ", "text": null}', "empty text"),
+        ('{"_id": "a", "text": 3}', "'text' must be a string or null, got number"),
         (
             '{"_id": "a", "text": "x", "date": "30/08/2021"}',
             "bad date '30/08/2021', expected YYYY-MM-DD",
@@ -271,6 +285,31 @@ def test_bad_record_is_an_error_at_its_line(tmp_path: Path, record: str, reason:
     assert (error.path, error.line) == (str(path), 2)
     assert reason in error.reason
     assert str(error) == f"{path}:2: {error.reason}"
+
+
+def test_title_only_records_take_their_title_as_text(tmp_path: Path) -> None:
+    title = "Flash: Kyrgyz opposition claims victory"
+    path = write_jsonl(
+        tmp_path / "flash.jsonl",
+        {"_id": "missing", "title": title, "date": "2005-03-24"},
+        {"_id": "null", "title": f" {title} ", "text": None},
+        {"_id": "blank", "title": title, "text": " \r\n "},
+    )
+    result = load_file(path)
+    assert result.errors == []
+    assert [(a.id, a.title, a.text) for a in result.articles] == [
+        (doc_id, title, title) for doc_id in ("missing", "null", "blank")
+    ]
+    assert result.articles[0].date == "2005-03-24"
+
+
+def test_content_hash_of_an_article_with_text_is_unchanged() -> None:
+    # Title-only support must not change the hash of stored articles: a changed hash
+    # would re-embed every article of every collection on the next ingest.
+    article = Article(id="a", title="T", text="Body.", date="2021-08-30", metadata={"k": 1})
+    assert article.content_hash() == (
+        "0f3f187477fec5a60280226b900c23e75e81ee3cf902931cf97eb7e125b13674"
+    )
 
 
 def test_duplicate_id_within_a_jsonl_file(tmp_path: Path) -> None:
