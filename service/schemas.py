@@ -186,7 +186,11 @@ class ArticleOut(BaseModel):
 class ArticleIn(RequestModel):
     id: str = Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"\S")
     title: str = Field("", max_length=10_000)
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")
+    text: str = Field(
+        "", max_length=MAX_TEXT_CHARS,
+        description="the body; may be empty for a headline-only item, which is then "
+        "indexed with its title as its text",
+    )
     date: IsoDate | None = None
     source: str | None = Field(None, max_length=1000)
     url: str | None = Field(None, max_length=10_000)
@@ -209,6 +213,8 @@ class ArticleIn(RequestModel):
     def _real_date(self) -> ArticleIn:
         if self.date is not None and not is_iso_date(self.date):
             raise ValueError(f"date {self.date!r} is not a calendar date YYYY-MM-DD")
+        if not self.text.strip() and not self.title.strip():
+            raise ValueError("an article needs a text, or at least a title: both are empty")
         return self
 
 

@@ -247,12 +247,21 @@ def test_post_search_update_delete(client):
     assert client.delete("/articles/news/2024/ash", headers=AUTH).status_code == 404
 
 
+def test_a_headline_only_article_is_indexed_with_its_title_as_text(client):
+    flash = {"id": "flash-1", "title": "Earthquake of magnitude 6 strikes off the coast"}
+    response = client.post("/articles", json={"articles": [flash]}, headers=AUTH)
+    assert response.status_code == 200 and response.json()["added"] == 1, response.text
+    hits = search(client, query="earthquake off the coast", k=1)["hits"]
+    assert hits[0]["article_id"] == "flash-1" and hits[0]["text"] == flash["title"]
+    assert client.delete("/articles/flash-1", headers=AUTH).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("articles", "words"),
     [
         ([], "articles"),
         ([article("a"), article("a")], "twice"),
-        ([article("a", text="   ")], "text"),
+        ([article("a", text="   ", title="")], "text"),
         ([article("   ")], "id"),
         ([article("a", date="2024-02-30")], "date"),
         ([{"id": "a"}], "text"),
