@@ -94,7 +94,8 @@ def add_index_command(commands: Any) -> None:
         "--index-spec",
         default=None,
         help='FAISS index for a new collection: "auto" (default: exact up to 20,000 passages, '
-        'then HNSW32,SQ8), "Flat" (always exact), or a factory string such as "HNSW32"',
+        'then IVF with lists for the size, over 8-bit codes), "Flat" (always exact), or a '
+        'FAISS factory string such as "HNSW32,SQ8"',
     )
     parser.add_argument(
         "--batch-size",

@@ -77,7 +77,7 @@ class CollectionFormatError(CollectionError):
 
 
 class CollectionLockedError(CollectionError):
-    """Another process holds the collection's write lock."""
+    """Another writer kept the collection's database past the write's lock timeout."""
 
 
 class NotFoundError(RetrievalError, KeyError):

@@ -128,8 +128,8 @@ class Retriever:
     """Searches one collection.
 
     Args:
-        collection: an open Collection; the Retriever refreshes it before each search,
-            so writes by other processes become visible.
+        collection: an open Collection; each search reads it as of its last committed
+            generation, so writes by any process are visible to the next search.
         fusion: how hybrid search merges dense and lexical results.
         lexical: the BM25 index; by default SQLite FTS5 over the collection's store.
     """
