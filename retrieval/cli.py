@@ -348,6 +348,10 @@ def checkpoint_if_due(collection: Any) -> None:
     Services on the collection would build it in the background too; doing it here
     spares them the work. Said on stderr, since it may take a while on a large collection.
     """
+    if not collection.checkpoint_may_be_due():  # counts only: no index loaded
+        return
+    # This process only wrote to the store: catch its index up before asking.
+    collection.refresh()
     reason = collection.checkpoint_due()
     if reason is None:
         return

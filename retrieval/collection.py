@@ -282,6 +282,29 @@ class Collection:
                 removed=sizes["tombstones"], n_passages=len(index),
             )
 
+    def checkpoint_may_be_due(self) -> bool:
+        """A cheap first look for one-shot processes (`retrieval index`): counts only.
+
+        Loading the index to ask `checkpoint_due` reads the whole checkpoint file; this
+        reads the checkpoint's generation from its file name and counts what the store
+        changed since. False means no checkpoint is due; True means ask `checkpoint_due`.
+        """
+        saved = checkpoint.saved_checkpoints(self.path)
+        since = saved[0][0] if saved else 0
+        with self.store.snapshot():
+            n_passages = self.store.counts()["passages"]
+            added = self.store.count_added_since(since)
+            removed = self.store.count_removed_since(since)
+        if not saved:
+            return n_passages > 0  # nothing saved yet: every open replays the whole log
+        base_size = n_passages - added + removed
+        as_built = self.policy.wanted_spec(base_size, None)
+        return (
+            added >= self.policy.delta_max
+            or removed >= self.policy.tombstones_max * max(base_size, 1)
+            or self.policy.wanted_spec(n_passages, as_built) != as_built
+        )
+
     def checkpoint(self, *, force: bool = False) -> str | None:
         """Builds, saves and swaps in a new checkpoint when one is due (or `force`).
 
