@@ -319,6 +319,10 @@ def checkpoint_if_due(collection: Any) -> None:
     Services on the collection would build it in the background too; doing it here
     spares them the work. Said on stderr, since it may take a while on a large collection.
     """
+    # checkpoint_due() judges the in-memory index, which nothing has caught up yet in
+    # this process (writes go to the store only): without the refresh it sees an empty
+    # index and never finds a checkpoint due, so `retrieval index` never saved one.
+    collection.refresh()
     reason = collection.checkpoint_due()
     if reason is None:
         return
