@@ -27,11 +27,12 @@ NEWS = [
 ]
 
 
-def build_collection(path: Path, embedder, seed_articles) -> Path:
-    """A closed collection at `path` holding the seed article and NEWS."""
+def build_collection(path: Path, embedder, seed_articles, *, policy=None) -> Path:
+    """A closed collection at `path` holding the seed article and NEWS (index policy:
+    the default one unless given)."""
     from retrieval.collection import Collection
 
-    with Collection.open(path, embedder) as collection:
+    with Collection.open(path, embedder, policy=policy) as collection:
         collection.add_articles([*seed_articles, *NEWS])
     return path
 

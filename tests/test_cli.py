@@ -75,3 +75,18 @@ def test_delete_removes_the_article_and_refuses_an_unknown_id(indexed, capsys):
     assert main(["info", "--collection", str(indexed), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["articles"] == 0 and info["passages"] == 0 and info["in_agreement"]
+
+
+def test_index_saves_a_checkpoint_when_one_is_due(tmp_path, embedder, capsys):
+    from retrieval.checkpoint import saved_checkpoints
+    from retrieval.collection import Collection
+    from retrieval.index_policy import IndexPolicy
+
+    path = tmp_path / "collection"
+    with Collection.open(path, embedder, policy=IndexPolicy(delta_max=2), background=False):
+        pass  # a new collection whose policy asks for a checkpoint every 2 passages
+    assert main(["index", str(SEEDS), "--collection", str(path), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint: saving the index (3 passages added since the last checkpoint)" in err
+    assert "checkpoint: rebuilt as Flat" in err
+    assert [generation for generation, _ in saved_checkpoints(path)] == [1]
