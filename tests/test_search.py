@@ -211,20 +211,33 @@ def test_freshness_scales_scores_by_the_documented_factor(stories):
     assert future.article_id == "fresh" and future.score == pytest.approx(plain["fresh"])
 
 
+@pytest.mark.parametrize("now", ["2024-03-10", "2030-01-01"])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
-def test_freshness_top_k_is_the_top_k_of_a_full_rerank(stories, mode, k, monkeypatch):
-    # A pool of 4k candidates at first (RERANK_POOL lowered so that it must grow here):
-    # the decayed top k are still those of a re-rank of every candidate.
-    monkeypatch.setattr(search_module, "RERANK_POOL", 1)
-    query, now, half_life = "storm and rain", "2024-03-10", 7.0
+def test_freshness_top_k_is_the_top_k_of_a_full_rerank(stories, mode, k, now, monkeypatch):
+    # A pool of 4k candidates at first (RERANK_POOL lowered to 1, so that it must grow
+    # on these 7 passages): the decayed top k are those of a re-rank of every candidate.
+    query, half_life = "storm damage", 7.0
     every = stories.search(query, 1000, mode=mode)
+    monkeypatch.setattr(search_module, "RERANK_POOL", 1)
+    pools = []
+    ranked = search_module.Retriever._ranked
+
+    def spy(self, reader, query, vector, mode, fetch, *rest):
+        pools.append(fetch)
+        return ranked(self, reader, query, vector, mode, fetch, *rest)
+
+    monkeypatch.setattr(search_module.Retriever, "_ranked", spy)
     start = datetime.date.fromisoformat(now)
     expected = sorted(
         ((decayed(h.score, recency_factor(h.date, start, half_life)), h.passage_id) for h in every),
         key=lambda pair: (-pair[0], pair[1]),
     )[:k]
     hits = stories.search(query, k, mode=mode, recency_half_life_days=half_life, now=now)
+    if (mode, k, now) == ("dense", 1, "2030-01-01"):
+        # Everything is years old, so every score about halves: the best decayed score
+        # falls under the 4th raw one, and the pool has to grow past 4.
+        assert pools == [4, 16]
     if mode == "hybrid":  # fused scores depend on the pool: compare within it only
         assert [h.rank for h in hits] == list(range(1, k + 1))
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
