@@ -28,6 +28,7 @@ _EXPORTS = {
     "ModelMismatchError": "retrieval.errors",
     "NotFoundError": "retrieval.errors",
     "Passage": "retrieval.records",
+    "RelatedArticle": "retrieval.records",
     "RetrievalError": "retrieval.errors",
     "Retriever": "retrieval.search",
     "Searcher": "retrieval.search",

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_index_command(commands)
     add_search_command(commands)
+    add_related_command(commands)
     add_info_command(commands)
     add_snapshot_command(commands)
     add_delete_command(commands)
@@ -131,8 +132,40 @@ def add_search_command(commands: Any) -> None:
     parser.add_argument("--date-from", metavar="YYYY-MM-DD")
     parser.add_argument("--date-to", metavar="YYYY-MM-DD")
     parser.add_argument("--max-per-article", type=int, default=None, metavar="N")
+    parser.add_argument(
+        "--min-score", type=float, default=None, metavar="S",
+        help="drop hits scoring below S (after fusion and freshness): k counts at most. "
+        "Scores are not probabilities; the README says what they look like",
+    )
+    parser.add_argument(
+        "--recency-half-life", type=float, default=None, metavar="DAYS",
+        dest="recency_half_life_days",
+        help="blend freshness into the score: an article DAYS older than --now keeps 0.75 "
+        "of its score, a very old or undated one 0.5",
+    )
+    parser.add_argument(
+        "--now", metavar="YYYY-MM-DD", default=None,
+        help="reference date for --recency-half-life (default: today, UTC)",
+    )
+    parser.add_argument(
+        "--sort", choices=["score", "date"], default="score",
+        help="date: newest first among the hits scoring at least --min-score (needs it)",
+    )
     parser.add_argument("--json", action="store_true", help="print hits as a JSON list")
     parser.set_defaults(run=run_search)
+
+
+def add_related_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "related", help="the articles closest in meaning to a stored one",
+        description="The articles closest to a stored article, from its passages' stored "
+        "vectors (no model call); the article itself is left out.",
+    )
+    parser.add_argument("article_id", metavar="ID")
+    add_collection_option(parser)
+    parser.add_argument("-k", type=int, default=10, help="articles to return (default 10)")
+    parser.add_argument("--json", action="store_true", help="print them as a JSON list")
+    parser.set_defaults(run=run_related)
 
 
 def add_info_command(commands: Any) -> None:
@@ -269,6 +302,10 @@ def run_search(args: argparse.Namespace) -> int:
             mode=args.mode,
             filters=filters,
             max_per_article=args.max_per_article,
+            min_score=args.min_score,
+            recency_half_life_days=args.recency_half_life_days,
+            now=args.now,
+            sort=args.sort,
         )
     if args.json:
         print(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
@@ -280,6 +317,22 @@ def run_search(args: argparse.Namespace) -> int:
             f"{hit.rank}. [{hit.score:.3f}] {hit.title} ({hit.article_id}, {hit.date or 'no date'})"
         )
         print(f"   {hit.text}\n")
+    return EXIT_OK
+
+
+def run_related(args: argparse.Namespace) -> int:
+    from retrieval.collection import Collection
+    from retrieval.search import Retriever
+
+    with Collection.open(collection_path(args), create=False, background=False) as collection:
+        related = Retriever(collection).related(args.article_id, args.k)
+    if args.json:
+        print(json.dumps([asdict(r) for r in related], ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if not related:
+        print("no other articles")
+    for rank, r in enumerate(related, start=1):
+        print(f"{rank}. [{r.score:.3f}] {r.title} ({r.article_id}, {r.date or 'no date'})")
     return EXIT_OK
 
 

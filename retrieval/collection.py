@@ -127,6 +127,19 @@ class Reader:
     def article_of(self, passage_ids: Sequence[int]) -> dict[int, str]:
         return self.store.article_of(passage_ids)
 
+    def dates_of(self, passage_ids: Sequence[int]) -> dict[int, str | None]:
+        return self.store.dates_of(passage_ids)
+
+    def article_vectors(self, article_id: str) -> np.ndarray:
+        """(n, dim) stored unit vectors of the article's passages; (0, dim) if it has none."""
+        return self.store.article_vectors(article_id, self.index.base.dim)
+
+    def article_rows(self, article_ids: Sequence[str]) -> dict[str, Any]:
+        return self.store.article_rows(article_ids)
+
+    def has_article(self, article_id: str) -> bool:
+        return self.store.article(article_id) is not None
+
 
 class Collection:
     """Articles, passages and their vectors on disk, with the index searched in memory.

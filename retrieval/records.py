@@ -107,6 +107,23 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class RelatedArticle:
+    """An article close in meaning to another one (`Retriever.related`).
+
+    `score` is the cosine between the given article's centroid (the mean of its unit
+    passage vectors, renormalised) and this article's closest passage: in [-1, 1],
+    higher is closer.
+    """
+
+    article_id: str
+    title: str
+    date: str | None
+    source: str | None
+    url: str | None
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
 class Filters:
     """Restricts a search to some articles; every field left None matches all.
 

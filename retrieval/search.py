@@ -3,10 +3,17 @@
 `Retriever.search(q, k)` is `search_batch([q], k)[0]`: one code path. Filters are applied
 inside each search (as a FAISS id selector, or in the SQL of the lexical search), so k
 matching hits come back whenever k exist, never fewer because of post-filtering.
+
+Re-ranking (freshness, `sort="date"`) works on a candidate pool deeper than k: it starts
+at max(4 (k + offset), RERANK_POOL) candidates and grows 4x until no candidate below it
+could enter the answer (decay never raises a score, so one ranked below the pool ends
+at most at the pool's lowest score), or it holds RERANK_MAX_POOL candidates.
 """
 
 from __future__ import annotations
 
+import datetime
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
@@ -14,14 +21,17 @@ from typing import Literal, Protocol
 import numpy as np
 
 from retrieval.collection import Collection, Reader
-from retrieval.errors import EmptyIndexError, InputError
+from retrieval.errors import EmptyIndexError, InputError, NotFoundError
 from retrieval.highlight import best_sentences
 from retrieval.lexical import Fts5Index, LexicalIndex
 from retrieval.lexical import fts_query as fts_query  # re-exported: it lived here first
-from retrieval.records import Filters, Hit
+from retrieval.ranking import SORTS, check_recency, decayed, recency_factor, today_utc
+from retrieval.records import Filters, Hit, RelatedArticle
+from retrieval.related import related_articles
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
+Sort = Literal["score", "date"]
 # Reciprocal rank fusion constant (Cormack et al. 2009): damps the head of each list.
 RRF_K = 60
 FUSION_METHODS = ("rrf", "minmax", "zscore")
@@ -34,6 +44,9 @@ MAX_QUERY_CHARS = 2000
 # Highlighting embeds every sentence of every hit it marks: only the first hits of each
 # query are marked, so one request cannot ask for thousands of sentence embeddings.
 HIGHLIGHT_MAX_HITS = 10
+# Candidates a re-ranked search starts from, at least; and the most it gathers.
+RERANK_POOL = 100
+RERANK_MAX_POOL = 10_000
 
 
 class Searcher(Protocol):
@@ -62,6 +75,14 @@ class SearchOptions:
         offset: skip this many best hits first (paging).
         highlight: mark each of the first HIGHLIGHT_MAX_HITS hits' best sentence
             (`Hit.highlight`); costs one model call over their sentences.
+        min_score: drop hits scoring below it (the score returned: after fusion and
+            after freshness), so that k counts at most and "nothing" is an answer.
+        recency_half_life_days: blend freshness into the score (see ranking.py): an
+            article this many days older than `now` keeps 0.75 of its score, a very old
+            or undated one 0.5. None: off.
+        now: the reference date YYYY-MM-DD for freshness; None: today (UTC).
+        sort: "score" (best first) or "date" (newest first among the hits scoring at
+            least `min_score`, which it needs; undated ones last; ties by score).
     """
 
     k: int = 10
@@ -70,11 +91,23 @@ class SearchOptions:
     max_per_article: int | None = None
     offset: int = 0
     highlight: bool = False
+    min_score: float | None = None
+    recency_half_life_days: float | None = None
+    now: str | None = None
+    sort: Sort = "score"
 
     @property
     def needs_vectors(self) -> bool:
         """Dense and hybrid search need the query vector, and so does highlighting."""
         return self.mode != "lexical" or self.highlight
+
+    @property
+    def reranks(self) -> bool:
+        """Freshness and date order reorder candidates: they need a deeper pool."""
+        return self.recency_half_life_days is not None or self.sort == "date"
+
+    def reference_date(self) -> datetime.date:
+        return datetime.date.fromisoformat(self.now) if self.now else today_utc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,20 +188,27 @@ class Retriever:
         max_per_article: int | None = None,
         offset: int = 0,
         highlight: bool = False,
+        min_score: float | None = None,
+        recency_half_life_days: float | None = None,
+        now: str | None = None,
+        sort: Sort = "score",
     ) -> list[Hit]:
-        """The k passages closest to the query, best first.
+        """The k passages closest to the query, best first (or newest first).
 
         Args:
             query: free text.
-            k, mode, filters, max_per_article, offset, highlight: see `SearchOptions`.
+            k, mode, filters, max_per_article, offset, highlight, min_score,
+                recency_half_life_days, now, sort: see `SearchOptions`.
 
         Raises:
-            InputError: empty query, k or offset out of range, unknown mode.
+            InputError: empty query, k or offset out of range, unknown mode or sort,
+                a non-finite min_score, a half-life not > 0, sort="date" without min_score.
             EmptyIndexError: the collection holds no passages.
         """
         return self.search_batch(
             [query], k, mode=mode, filters=filters, max_per_article=max_per_article,
-            offset=offset, highlight=highlight,
+            offset=offset, highlight=highlight, min_score=min_score,
+            recency_half_life_days=recency_half_life_days, now=now, sort=sort,
         )[0]
 
     def search_batch(
@@ -181,11 +221,16 @@ class Retriever:
         max_per_article: int | None = None,
         offset: int = 0,
         highlight: bool = False,
+        min_score: float | None = None,
+        recency_half_life_days: float | None = None,
+        now: str | None = None,
+        sort: Sort = "score",
     ) -> list[list[Hit]]:
         """`search` for several queries at once (their embeddings are computed together)."""
         options = SearchOptions(
             k=k, mode=mode, filters=filters, max_per_article=max_per_article, offset=offset,
-            highlight=highlight,
+            highlight=highlight, min_score=min_score,
+            recency_half_life_days=recency_half_life_days, now=now, sort=sort,
         )
         check_arguments(queries, options)
         vectors = self.embed_queries(queries) if options.needs_vectors else None
@@ -228,7 +273,7 @@ class Retriever:
             for i, query in enumerate(queries):
                 vector = None if vectors is None or mode == "lexical" else vectors[i : i + 1]
                 candidates = self._candidates(
-                    reader, query, vector, mode, wanted, filters, allowed, options.max_per_article
+                    reader, query, vector, options, wanted, filters, allowed
                 )
                 results.append(self._hits(reader, candidates[offset:wanted]))
         return results
@@ -251,6 +296,32 @@ class Retriever:
             *hits[HIGHLIGHT_MAX_HITS:],
         ]
 
+    def related(
+        self, article_id: str, k: int = 10, *, filters: Filters | None = None
+    ) -> list[RelatedArticle]:
+        """The k articles closest in meaning to a stored one, closest first.
+
+        From the article's stored passage vectors (no model call): their mean,
+        renormalised, is searched like a query vector, and each other article scores by
+        its closest passage. The article itself is never among them; each article
+        appears once.
+
+        Args:
+            filters: restrict the related articles (their ids, dates, sources).
+
+        Raises:
+            NotFoundError: no article has that id.
+            InputError: k out of range.
+        """
+        if not 1 <= k <= MAX_K:
+            raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
+        filters = filters or Filters()
+        with self.collection.reading() as reader:
+            if not reader.has_article(article_id):
+                raise NotFoundError(f"no article with id {article_id!r}")
+            allowed = None if filters.is_empty() else reader.passage_ids_matching(filters)
+            return related_articles(reader, article_id, k, allowed)
+
     # -- candidates ----------------------------------------------------------------------
 
     def _candidates(
@@ -258,24 +329,53 @@ class Retriever:
         reader: Reader,
         query: str,
         vector: np.ndarray | None,
-        mode: Mode,
+        options: SearchOptions,
         wanted: int,
         filters: Filters,
         allowed: np.ndarray | None,
-        max_per_article: int | None,
     ) -> list[Candidate]:
-        """Enough candidates, best first, to fill `wanted` hits under the per-article cap.
+        """Enough candidates, in their final order, to fill `wanted` hits.
 
-        With a cap, some candidates are dropped, so the search asks for more and more
-        (4x each round) until it has enough or has seen every candidate there is.
+        A per-article cap drops candidates, and freshness or date order reorders them,
+        so those searches ask for more and more (4x each round) until `complete` says no
+        candidate further down could change the answer, or every candidate is seen.
         """
-        fetch = wanted if max_per_article is None else wanted * 4
+        cap = options.max_per_article
+        fetch, ceiling = wanted, None
+        if options.reranks:
+            ceiling = max(RERANK_MAX_POOL, wanted)
+            fetch = min(max(wanted * 4, RERANK_POOL), ceiling)
+        elif cap:
+            fetch = wanted * 4
         while True:
-            raw = self._ranked(reader, query, vector, mode, fetch, filters, allowed)
-            kept = cap_per_article(raw, max_per_article, reader) if max_per_article else raw
-            if len(kept) >= wanted or len(raw) < fetch:
-                return kept
-            fetch *= 4
+            raw = self._ranked(reader, query, vector, options.mode, fetch, filters, allowed)
+            kept = self._decayed(reader, raw, options)
+            if options.min_score is not None:
+                kept = [c for c in kept if c.score >= options.min_score]
+            if cap:
+                kept = cap_per_article(kept, cap, reader)
+            if len(raw) < fetch or fetch == ceiling or complete(kept, raw, wanted, options):
+                break
+            fetch = fetch * 4 if ceiling is None else min(fetch * 4, ceiling)
+        return newest_first(kept, reader) if options.sort == "date" else kept
+
+    def _decayed(
+        self, reader: Reader, candidates: list[Candidate], options: SearchOptions
+    ) -> list[Candidate]:
+        """The candidates with freshness blended into their scores, best first."""
+        half_life = options.recency_half_life_days
+        if half_life is None or not candidates:
+            return candidates
+        now = options.reference_date()
+        dates = reader.dates_of([c.passage_id for c in candidates])
+        aged = [
+            Candidate(
+                c.passage_id,
+                decayed(c.score, recency_factor(dates.get(c.passage_id), now, half_life)),
+            )
+            for c in candidates
+        ]
+        return sorted(aged, key=lambda c: (-c.score, c.passage_id))
 
     def _ranked(
         self,
@@ -411,6 +511,30 @@ def cap_per_article(candidates: Sequence[Candidate], cap: int, reader: Reader) -
     return kept
 
 
+def complete(
+    kept: Sequence[Candidate], raw: Sequence[Candidate], wanted: int, options: SearchOptions
+) -> bool:
+    """True when no candidate ranked below `raw` could change the answer.
+
+    Such a candidate scores at most raw[-1].score before decay, so at most that after
+    (decay never raises a score): it cannot pass a min_score above that, nor displace
+    the wanted-th kept candidate when that one scores at least as much.
+    """
+    bound = raw[-1].score
+    if options.min_score is not None and bound < options.min_score:
+        return True
+    if options.sort == "date":  # every hit above min_score must be in the pool
+        return False
+    return len(kept) >= wanted and kept[wanted - 1].score >= bound
+
+
+def newest_first(candidates: Sequence[Candidate], reader: Reader) -> list[Candidate]:
+    """Newest article first, undated ones last; ties keep their (score) order."""
+    dates = reader.dates_of([c.passage_id for c in candidates])
+    # sorted() is stable, with reverse=True too: equal dates keep the score order.
+    return sorted(candidates, key=lambda c: dates.get(c.passage_id) or "", reverse=True)
+
+
 def check_arguments(queries: Sequence[str], options: SearchOptions) -> None:
     """Refuses what no search can answer, with a message that says what to fix."""
     k, mode, offset = options.k, options.mode, options.offset
@@ -432,3 +556,23 @@ def check_arguments(queries: Sequence[str], options: SearchOptions) -> None:
         raise InputError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     if max_per_article is not None and max_per_article < 1:
         raise InputError(f"max_per_article must be at least 1, got {max_per_article}")
+    check_ranking(options)
+
+
+def check_ranking(options: SearchOptions) -> None:
+    """Refuses re-ranking options that cannot be honoured."""
+    min_score = options.min_score
+    if min_score is not None and not (
+        isinstance(min_score, int | float) and math.isfinite(min_score)
+    ):
+        raise InputError(f"min_score must be a finite number, got {min_score!r}")
+    problem = check_recency(options.recency_half_life_days, options.now)
+    if problem:
+        raise InputError(problem)
+    if options.sort not in SORTS:
+        raise InputError(f"unknown sort {options.sort!r}: use one of {', '.join(SORTS)}")
+    if options.sort == "date" and min_score is None:
+        raise InputError(
+            "sort='date' needs min_score: it orders by date the hits scoring at least "
+            "min_score, and without one every passage would qualify"
+        )

@@ -329,6 +329,31 @@ class Store:
         )
         return {row[0]: row[1] for row in rows}
 
+    def dates_of(self, passage_ids: Sequence[int]) -> dict[int, str | None]:
+        """The date of each passage's article (None when undated), keyed by passage id."""
+        rows = self._db.execute(
+            """SELECT p.id, a.date FROM passages p JOIN articles a ON a.id = p.article_id
+               WHERE p.id IN (SELECT value FROM json_each(?))""",
+            (json.dumps([int(i) for i in passage_ids]),),
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def article_vectors(self, article_id: str, dim: int) -> NDArray[np.float32]:
+        """The stored unit vectors of an article's passages, (n, dim), in passage order."""
+        rows = self._db.execute(
+            "SELECT vector FROM passages WHERE article_id = ? ORDER BY ordinal", (article_id,)
+        )
+        return from_blobs([row[0] for row in rows], dim)
+
+    def article_rows(self, article_ids: Sequence[str]) -> dict[str, sqlite3.Row]:
+        """id, title, date, source and url of each article, keyed by id."""
+        rows = self._db.execute(
+            "SELECT id, title, date, source, url FROM articles "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(article_ids)),),
+        )
+        return {row["id"]: row for row in rows}
+
     def vectors(
         self, dim: int, *, since: int = 0, until: int | None = None, batch: int = 50_000
     ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:

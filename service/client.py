@@ -25,12 +25,13 @@ from urllib.parse import quote
 import httpx2
 
 from retrieval.errors import RetrievalError
-from retrieval.records import Article, Filters, Hit, Passage, Span
+from retrieval.records import Article, Filters, Hit, Passage, RelatedArticle, Span
 
 __all__ = ["AsyncRetrievalClient", "RetrievalClient", "RetrievalClientError"]
 
-# The same literal as retrieval.search.Mode, which cannot be imported here (numpy).
+# The same literals as retrieval.search.Mode and Sort, which cannot be imported here (numpy).
 Mode = Literal["dense", "lexical", "hybrid"]
+Sort = Literal["score", "date"]
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 10.0
 API_KEY_HEADER = "X-API-Key"
@@ -66,6 +67,26 @@ class Call(Generic[T]):
     body: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """The re-ranking options of a search (see `retrieval.search.SearchOptions`).
+
+    Sent only when set, so this client still talks to a server that predates them.
+    """
+
+    min_score: float | None = None
+    recency_half_life_days: float | None = None
+    now: str | None = None
+    sort: Sort = "score"
+
+    def json(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        return {
+            name: value for name, value in values.items()
+            if value is not None and not (name == "sort" and value == "score")
+        }
+
+
 def search_call(
     query: str,
     k: int,
@@ -74,9 +95,10 @@ def search_call(
     max_per_article: int | None,
     offset: int,
     highlight: bool = False,
+    ranking: Ranking = Ranking(),
 ) -> Call[list[Hit]]:
     options = search_options(k, mode, filters, max_per_article, offset, highlight)
-    body = {"query": query, **options}
+    body = {"query": query, **options, **ranking.json()}
     return Call("POST", "/search", parse_search, body)
 
 
@@ -88,12 +110,17 @@ def batch_call(
     max_per_article: int | None,
     offset: int,
     highlight: bool = False,
+    ranking: Ranking = Ranking(),
 ) -> Call[list[list[Hit]]]:
     if isinstance(queries, str):
         raise RetrievalClientError("search_batch takes a list of queries, not one string")
     options = search_options(k, mode, filters, max_per_article, offset, highlight)
-    body = {"queries": list(queries), **options}
+    body = {"queries": list(queries), **options, **ranking.json()}
     return Call("POST", "/search/batch", parse_batch, body)
+
+
+def related_call(article_id: str, k: int) -> Call[list[RelatedArticle]]:
+    return Call("GET", f"{item_path('articles', article_id)}/related?k={int(k)}", parse_related)
 
 
 def search_options(
@@ -151,6 +178,19 @@ def parse_search(data: Any) -> list[Hit]:
 def parse_batch(data: Any) -> list[list[Hit]]:
     results = require(data, ("results",), "batch answer")["results"]
     return [parse_search(result) for result in require_list(results, "results")]
+
+
+RELATED_FIELDS = tuple(f.name for f in dataclasses.fields(RelatedArticle))
+
+
+def parse_related(data: Any) -> list[RelatedArticle]:
+    related = require(data, ("related",), "related answer")["related"]
+    articles = []
+    for item in require_list(related, "related articles"):
+        values = require(item, RELATED_FIELDS, "related article")
+        values["score"] = float(values["score"])
+        articles.append(RelatedArticle(**values))
+    return articles
 
 
 def parse_passage(data: Any) -> Passage:
@@ -297,14 +337,20 @@ class RetrievalClient(BaseClient):
         max_per_article: int | None = None,
         offset: int = 0,
         highlight: bool = False,
+        min_score: float | None = None,
+        recency_half_life_days: float | None = None,
+        now: str | None = None,
+        sort: Sort = "score",
     ) -> list[Hit]:
-        """The k passages closest to the query, best first (see `Retriever.search`).
+        """The k passages closest to the query, best first (see `Retriever.search`;
+        `min_score`, `recency_half_life_days`, `now` and `sort` as there).
 
         Raises:
             RetrievalClientError: the server refused the query (status 4xx, its message),
                 failed, or could not be reached in time (status None).
         """
-        call = search_call(query, k, mode, filters, max_per_article, offset, highlight)
+        ranking = Ranking(min_score, recency_half_life_days, now, sort)
+        call = search_call(query, k, mode, filters, max_per_article, offset, highlight, ranking)
         return self._send(call)
 
     def search_batch(
@@ -317,9 +363,14 @@ class RetrievalClient(BaseClient):
         max_per_article: int | None = None,
         offset: int = 0,
         highlight: bool = False,
+        min_score: float | None = None,
+        recency_half_life_days: float | None = None,
+        now: str | None = None,
+        sort: Sort = "score",
     ) -> list[list[Hit]]:
         """`search` for several queries in one request: one list of hits per query."""
-        call = batch_call(queries, k, mode, filters, max_per_article, offset, highlight)
+        ranking = Ranking(min_score, recency_half_life_days, now, sort)
+        call = batch_call(queries, k, mode, filters, max_per_article, offset, highlight, ranking)
         return self._send(call)
 
     def passage(self, passage_id: int) -> Passage:
@@ -329,6 +380,13 @@ class RetrievalClient(BaseClient):
     def article(self, article_id: str) -> Article:
         """One stored article, whole. Raises RetrievalClientError (404) for an unknown id."""
         return self._send(Call("GET", item_path("articles", article_id), parse_article))
+
+    def related(self, article_id: str, k: int = 10) -> list[RelatedArticle]:
+        """The k articles closest to a stored one (see `Retriever.related`).
+
+        Raises RetrievalClientError (status 404) for an unknown id.
+        """
+        return self._send(related_call(article_id, k))
 
     def add_articles(self, articles: Sequence[Article]) -> dict[str, Any]:
         """Adds or updates articles; returns the server's counts (added, updated, ...)."""
@@ -403,9 +461,14 @@ class AsyncRetrievalClient(BaseClient):
         max_per_article: int | None = None,
         offset: int = 0,
         highlight: bool = False,
+        min_score: float | None = None,
+        recency_half_life_days: float | None = None,
+        now: str | None = None,
+        sort: Sort = "score",
     ) -> list[Hit]:
         """See `RetrievalClient.search`."""
-        call = search_call(query, k, mode, filters, max_per_article, offset, highlight)
+        ranking = Ranking(min_score, recency_half_life_days, now, sort)
+        call = search_call(query, k, mode, filters, max_per_article, offset, highlight, ranking)
         return await self._send(call)
 
     async def search_batch(
@@ -418,9 +481,14 @@ class AsyncRetrievalClient(BaseClient):
         max_per_article: int | None = None,
         offset: int = 0,
         highlight: bool = False,
+        min_score: float | None = None,
+        recency_half_life_days: float | None = None,
+        now: str | None = None,
+        sort: Sort = "score",
     ) -> list[list[Hit]]:
         """See `RetrievalClient.search_batch`."""
-        call = batch_call(queries, k, mode, filters, max_per_article, offset, highlight)
+        ranking = Ranking(min_score, recency_half_life_days, now, sort)
+        call = batch_call(queries, k, mode, filters, max_per_article, offset, highlight, ranking)
         return await self._send(call)
 
     async def passage(self, passage_id: int) -> Passage:
@@ -428,6 +496,10 @@ class AsyncRetrievalClient(BaseClient):
 
     async def article(self, article_id: str) -> Article:
         return await self._send(Call("GET", item_path("articles", article_id), parse_article))
+
+    async def related(self, article_id: str, k: int = 10) -> list[RelatedArticle]:
+        """See `RetrievalClient.related`."""
+        return await self._send(related_call(article_id, k))
 
     async def add_articles(self, articles: Sequence[Article]) -> dict[str, Any]:
         body = {"articles": [article_json(a) for a in articles]}

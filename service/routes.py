@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -20,7 +20,7 @@ from retrieval.records import Article, Filters, Hit
 from retrieval.search import HIGHLIGHT_MAX_HITS, SearchOptions
 from service import schemas
 from service.deps import ServiceDep, exclusive_write, require_api_key, require_json
-from service.settings import Settings
+from service.settings import K_CEILING, Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
 PLACEHOLDER = "<!doctype html><title>retrieval</title><p>No search page yet: see /docs."
@@ -83,6 +83,23 @@ def get_passage(
         text=passage.text, start=passage.start, end=passage.end, n_tokens=passage.n_tokens,
         title=article.title, date=article.date, source=article.source, url=article.url,
     )
+
+
+# Before GET /articles/{article_id:path}, which would take "x/related" as an id.
+@router.get(
+    "/articles/{article_id:path}/related", response_model=schemas.RelatedResponse,
+    tags=["collection"],
+)
+def related_articles(
+    article_id: str, service: ServiceDep, k: Annotated[int, Query(ge=1, le=K_CEILING)] = 10
+) -> schemas.RelatedResponse:
+    """The k articles closest in meaning to this one (itself excluded), closest first."""
+    if k > service.settings.max_k:
+        raise InputError(f"k must be at most {service.settings.max_k} on this server, got {k}")
+    related = service.retriever.related(article_id, k)
+    return schemas.RelatedResponse(article_id=article_id, k=k, related=[
+        schemas.RelatedOut.model_validate(r, from_attributes=True) for r in related
+    ])
 
 
 @router.get("/articles/{article_id:path}", response_model=schemas.ArticleOut, tags=["collection"])
@@ -195,6 +212,8 @@ def search_options(
     return SearchOptions(
         k=body.k, mode=body.mode, filters=to_filters(body.filters),
         max_per_article=body.max_per_article, offset=body.offset, highlight=body.highlight,
+        min_score=body.min_score, recency_half_life_days=body.recency_half_life_days,
+        now=body.now, sort=body.sort,
     )
 
 

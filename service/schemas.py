@@ -39,6 +39,10 @@ Query = Annotated[
 ]
 IsoDate = Annotated[str, Field(pattern=DATE_PATTERN, examples=["2021-08-30"])]
 Mode = Literal["dense", "lexical", "hybrid"]
+Sort = Literal["score", "date"]
+# Bounds that no real score or half-life comes near; they keep the numbers finite.
+MAX_SCORE = 1e9
+MAX_HALF_LIFE_DAYS = 1e6
 
 
 def check_json_values(value: Any, where: str = "") -> None:
@@ -101,6 +105,32 @@ class SearchOptionsIn(RequestModel):
     max_per_article: int | None = Field(None, ge=1, le=K_CEILING)
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="skip this many best hits (paging)")
     highlight: bool = Field(False, description="mark the best-matching sentence of each hit")
+    min_score: float | None = Field(
+        None, ge=-MAX_SCORE, le=MAX_SCORE,
+        description="drop hits scoring below it (after fusion and freshness); k then "
+        "counts at most. Scores are not probabilities: see the README",
+    )
+    recency_half_life_days: float | None = Field(
+        None, gt=0, le=MAX_HALF_LIFE_DAYS,
+        description="blend freshness into the score: an article this many days older "
+        "than `now` keeps 0.75 of its score, a very old or undated one 0.5",
+    )
+    now: IsoDate | None = Field(
+        None, description="reference date for freshness; default today (UTC)"
+    )
+    sort: Sort = Field(
+        "score", description="score: best first; date: newest first among the hits "
+        "scoring at least min_score (needs min_score)",
+    )
+
+    @model_validator(mode="after")
+    def _ranking(self) -> SearchOptionsIn:
+        if self.now is not None and not is_iso_date(self.now):
+            raise ValueError(f"now {self.now!r} is not a calendar date YYYY-MM-DD")
+        if self.sort == "date" and self.min_score is None:
+            raise ValueError("sort 'date' needs min_score: the hits scoring at least it are "
+                             "ordered by date")
+        return self
 
 
 class SearchRequest(SearchOptionsIn):
@@ -149,6 +179,24 @@ class BatchSearchResponse(BaseModel):
 
 
 # -- passages and articles -----------------------------------------------------------------
+
+
+class RelatedOut(BaseModel):
+    article_id: str
+    title: str
+    date: str | None
+    source: str | None
+    url: str | None
+    score: float = Field(
+        description="cosine of the article's centroid and this one's closest passage"
+    )
+
+
+class RelatedResponse(BaseModel):
+    article_id: str
+    k: int
+    related: list[RelatedOut]
+
 
 
 class PassageOut(BaseModel):

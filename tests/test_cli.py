@@ -9,6 +9,8 @@ from conftest import SEEDS
 
 from retrieval.cli import main
 
+SEED_ID = "000_88e63c04297101a7"
+
 
 @pytest.fixture
 def indexed(tmp_path, capsys):
@@ -90,3 +92,40 @@ def test_index_saves_a_checkpoint_when_one_is_due(tmp_path, embedder, capsys):
     assert "checkpoint: saving the index (3 passages added since the last checkpoint)" in err
     assert "checkpoint: rebuilt as Flat" in err
     assert [generation for generation, _ in saved_checkpoints(path)] == [1]
+
+
+def test_search_with_min_score_freshness_and_date_order(indexed, capsys):
+    query = "phone call between the Cuban and Chinese presidents"
+    args = ["search", query, "--collection", str(indexed), "--json"]
+    assert main([*args, "--min-score", "0.99"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # nothing scores that high
+    assert main([*args, "-k", "3"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    # The seed article is dated 2021-08-30: one half-life before --now, 0.75 of its score.
+    assert main([*args, "-k", "3", "--recency-half-life", "10", "--now", "2021-09-09"]) == 0
+    aged = json.loads(capsys.readouterr().out)
+    assert [h["score"] for h in aged] == pytest.approx([h["score"] * 0.75 for h in plain])
+    assert main([*args, "--sort", "date", "--min-score", "0.1"]) == 0
+    assert all(h["score"] >= 0.1 for h in json.loads(capsys.readouterr().out))
+    assert main([*args, "--sort", "date"]) == 2  # date order needs --min-score
+    assert "needs min_score" in capsys.readouterr().err
+
+
+def test_related_lists_the_closest_articles(indexed, tmp_path, capsys):
+    more = tmp_path / "more.jsonl"
+    more.write_text(
+        '{"_id": "cuba", "title": "Cuba thanks China", "text": "Cuba thanked China for its '
+        'help against the pandemic after a call between the presidents.", "date": "2021-09-01"}\n'
+        '{"_id": "cup", "title": "Cup final", "text": "The cup final ended in a draw."}\n',
+        encoding="utf-8",
+    )
+    assert main(["index", str(more), "--collection", str(indexed), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["related", "cuba", "--collection", str(indexed), "-k", "5", "--json"]) == 0
+    related = json.loads(capsys.readouterr().out)
+    assert [r["article_id"] for r in related] == [SEED_ID, "cup"]  # itself left out
+    assert related[0]["title"].startswith("Xi calls") and related[0]["date"] == "2021-08-30"
+    assert main(["related", "cuba", "--collection", str(indexed), "-k", "1"]) == 0
+    assert capsys.readouterr().out.startswith("1. [")
+    assert main(["related", "nope", "--collection", str(indexed)]) == 1
+    assert "no article with id 'nope'" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from pydantic import BaseModel
 
 from retrieval.errors import RetrievalError
-from retrieval.records import Article, Filters, Hit, Passage, Span
+from retrieval.records import Article, Filters, Hit, Passage, RelatedArticle, Span
 from service import schemas
 from service.client import AsyncRetrievalClient, RetrievalClient, RetrievalClientError
 
@@ -52,6 +52,16 @@ EXPECTED_HIT = Hit(
     end=22,
     highlight=Span(3, 8),
 )
+
+
+RELATED = {
+    "article_id": "a2",
+    "title": "Cuba thanks China",
+    "date": "2021-08-31",
+    "source": "wire",
+    "url": "https://example.org/a2",
+    "score": 0.5,
+}
 
 
 def search_answer(request: schemas.SearchOptionsIn, query: str) -> schemas.SearchResponse:
@@ -127,6 +137,9 @@ class Recorder:
                     passages_removed=0,
                 )
             )
+        if route == ("GET", "/articles/a%2Fb/related?k=3"):
+            related = schemas.RelatedOut(**RELATED)
+            return answer(schemas.RelatedResponse(article_id="a/b", k=3, related=[related]))
         if route == ("DELETE", "/articles/a1"):
             return answer(schemas.DeletedOut(article_id="a1", passages_removed=3))
         return httpx2.Response(404, json={"detail": f"no route {route}"})
@@ -175,6 +188,24 @@ def test_search_sends_the_wire_body_and_returns_hits(client, recorder):
         "offset": 2,
         "highlight": True,
     }
+
+
+def test_ranking_options_are_sent_only_when_set(client, recorder):
+    client.search(
+        "x", min_score=0.25, recency_half_life_days=30, now="2024-01-01", sort="date"
+    )  # the recorder reads the body with the service's schema: it must accept them
+    body = recorder.last_body
+    assert (body["min_score"], body["recency_half_life_days"]) == (0.25, 30)
+    assert (body["now"], body["sort"]) == ("2024-01-01", "date")
+    client.search_batch(["x", "y"], min_score=-0.5)
+    assert recorder.last_body["min_score"] == -0.5 and "sort" not in recorder.last_body
+    client.search("x")  # unset: left out, so an older server still takes the body
+    assert not {"min_score", "recency_half_life_days", "now", "sort"} & set(recorder.last_body)
+
+
+def test_related_comes_back_as_records(client, recorder):
+    assert client.related("a/b", 3) == [RelatedArticle(**RELATED)]
+    assert recorder.requests[-1].url.raw_path == b"/articles/a%2Fb/related?k=3"
 
 
 def test_filters_go_as_json_lists(client, recorder):
@@ -238,17 +269,19 @@ def test_passages_and_articles_come_back_as_records(client, recorder):
 
 
 def test_the_async_client_does_the_same(recorder):
-    async def main() -> tuple[list[Hit], list[list[Hit]], int]:
+    async def main() -> tuple[list[Hit], list[list[Hit]], int, list[RelatedArticle]]:
         http = httpx2.AsyncClient(transport=httpx2.MockTransport(recorder))
         async with AsyncRetrievalClient("http://search.test", api_key="k", http=http) as client:
             one = await client.search("telephone", 2, mode="lexical")
             batch = await client.search_batch(["a", "b", "c"], 2)
             removed = await client.delete_article("a1")
+            related = await client.related("a/b", 3)
         await http.aclose()
-        return one, batch, removed
+        return one, batch, removed, related
 
-    one, batch, removed = asyncio.run(main())
+    one, batch, removed, related = asyncio.run(main())
     assert one == [EXPECTED_HIT] and batch == [[EXPECTED_HIT]] * 3 and removed == 3
+    assert related == [RelatedArticle(**RELATED)]
     assert recorder.requests[0].headers["X-API-Key"] == "k"
 
 
@@ -462,6 +495,43 @@ def test_client_and_retriever_return_the_same_hits(parity_collection, served, mo
         assert [without_score(h) for h in theirs] == [without_score(h) for h in mine]
     one = served.search(PARITY_QUERIES[0], 5, mode=mode, filters=filters, max_per_article=cap)
     assert [h.passage_id for h in one] == [h.passage_id for h in local[0]]
+
+
+RANKINGS = [
+    {"min_score": 0.2},
+    {"min_score": 0.0, "sort": "date"},
+    {"recency_half_life_days": 10, "now": "2024-02-01"},
+    {"recency_half_life_days": 10, "now": "2024-02-01", "min_score": 0.1, "mode": "hybrid"},
+    {"min_score": 0.5, "mode": "hybrid", "max_per_article": 1},
+]
+
+
+@pytest.mark.parametrize("options", RANKINGS)
+def test_client_and_retriever_agree_on_min_score_freshness_and_date_order(
+    parity_collection, served, options
+):
+    from retrieval.search import Retriever
+
+    queries = ["storm floods", *PARITY_QUERIES]
+    local = Retriever(parity_collection).search_batch(queries, 5, **options)
+    remote = served.search_batch(queries, 5, **options)
+    assert any(local)
+    for mine, theirs in zip(local, remote, strict=True):
+        assert [(h.passage_id, h.rank) for h in theirs] == [(h.passage_id, h.rank) for h in mine]
+        assert [h.score for h in theirs] == pytest.approx([h.score for h in mine], abs=1e-5)
+
+
+def test_client_and_retriever_agree_on_related(parity_collection, served):
+    from retrieval.search import Retriever
+
+    local = Retriever(parity_collection).related("rain", 3)
+    remote = served.related("rain", 3)
+    assert [r.article_id for r in remote] == [r.article_id for r in local]
+    assert remote[0].article_id == "flood"
+    assert [r.score for r in remote] == pytest.approx([r.score for r in local], abs=1e-5)
+    with pytest.raises(RetrievalClientError) as caught:
+        served.related("no-such-article")
+    assert caught.value.status_code == 404
 
 
 def without_score(hit: Hit) -> Hit:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from service_fixtures import NEWS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -55,7 +56,7 @@ def base_url(tmp_path_factory, embedder, seed_articles) -> Iterator[str]:
 
     path = tmp_path_factory.mktemp("page") / "collection"
     with Collection.open(path, embedder) as collection:
-        collection.add_articles(seed_articles)
+        collection.add_articles([*seed_articles, *NEWS])
     server = uvicorn.Server(
         uvicorn.Config(create_app(Settings(collection=path)), log_level="warning")
     )
@@ -152,6 +153,42 @@ def test_server_text_is_shown_as_text_never_as_html(browser, base_url):
     assert first.find_elements(By.TAG_NAME, "img") == []
     assert first.find_elements(By.TAG_NAME, "b") == []
     assert browser.title != "pwned"
+
+
+def test_min_score_and_date_order_come_from_the_address(browser, base_url):
+    browser.get(base_url + "/?q=floods+from+heavy+rain&min_score=0.3&sort=date")
+    wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#results > li:first-child"))
+    )
+    hits = browser.find_elements(By.CSS_SELECTOR, "#results > li")
+    titles = [hit.find_element(By.CSS_SELECTOR, "h2 a").text for hit in hits]
+    assert titles == ["River floods town", "Storms hit the coast"]  # 12 Jan, then 10 Jan
+    assert browser.find_element(By.ID, "min-score").get_attribute("value") == "0.3"
+    assert browser.find_element(By.ID, "sort").get_attribute("value") == "date"
+
+    browser.get(base_url + "/?q=floods+from+heavy+rain&min_score=0.99")  # nothing that high
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "status"), "at least 0.99"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#results > li") == []
+
+
+def test_the_article_view_lists_related_articles(browser, base_url):
+    browser.get(base_url + "/static/article.html?id=rain")
+    first = wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#related-list > li:first-child a"))
+    )
+    items = browser.find_elements(By.CSS_SELECTOR, "#related-list > li")
+    ids = [item.get_attribute("data-article-id") for item in items]
+    assert ids[0] == "flood" and "rain" not in ids and len(ids) == len(set(ids))
+    assert first.text == "River floods town"
+    assert re.search(r"score -?\d\.\d{3}", items[0].text)
+    first.click()  # the related article's own view, with its own related list
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "article-title"), "River"))
+    wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#related-list > li:first-child"))
+    )
+    assert browser.find_element(By.CSS_SELECTOR, "#related-list > li").get_attribute(
+        "data-article-id"
+    ) == "rain"
 
 
 def test_the_page_is_served_with_its_assets(base_url):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
-from retrieval.errors import EmptyIndexError, InputError
+from retrieval import search as search_module
+from retrieval.errors import EmptyIndexError, InputError, NotFoundError
+from retrieval.ranking import decayed, recency_factor
 from retrieval.records import Article, Filters
 from retrieval.search import Candidate, Retriever, fts_query, reciprocal_rank_fusion
 
@@ -152,3 +156,159 @@ def test_rrf_rewards_agreement():
         [[Candidate(1, 0.9), Candidate(2, 0.8)], [Candidate(2, 5), Candidate(3, 4)]]
     )
     assert [c.passage_id for c in fused] == [2, 1, 3]
+
+
+# -- min_score, freshness, date order ----------------------------------------------------
+
+FLOODS = "floods from heavy rain"
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+def test_min_score_keeps_a_prefix_of_the_ranking(news, mode):
+    everything = news.search(FLOODS, 10, mode=mode)
+    floor = (everything[0].score + everything[1].score) / 2  # between the first two
+    kept = news.search(FLOODS, 10, mode=mode, min_score=floor)  # after fusion for hybrid
+    assert [h.passage_id for h in kept] == [everything[0].passage_id]
+    assert all(h.score >= floor for h in kept)
+
+
+def test_min_score_can_answer_nothing(news):
+    # The real model puts the flood passages near 0.6 and an unrelated query's best
+    # passage near 0.05 (see the README): a floor of 0.3 tells them apart.
+    assert {h.article_id for h in news.search(FLOODS, 10, min_score=0.3)} == {"rain", "flood"}
+    assert news.search("recipe for sourdough bread", 10, min_score=0.3) == []
+
+
+def same_story(article_id, date):
+    return Article(
+        article_id, "Harbour reopens after storm",
+        "The harbour reopened on Tuesday after storm damage was repaired.", date=date,
+    )
+
+
+@pytest.fixture
+def stories(collection):
+    """One story three times: fresh, old and undated; and NEWS around them."""
+    collection.add_articles(
+        [*NEWS, same_story("fresh", "2024-06-01"), same_story("old", "2019-06-01"),
+         same_story("undated", None)]
+    )
+    return Retriever(collection)
+
+
+def test_freshness_scales_scores_by_the_documented_factor(stories):
+    query = "harbour reopened after the storm"
+    plain = {h.article_id: h.score for h in stories.search(query, 3)}
+    assert set(plain) == {"fresh", "old", "undated"}
+    assert len({round(s, 6) for s in plain.values()}) == 1  # one text, one score
+    hits = stories.search(query, 3, recency_half_life_days=30, now="2024-07-01")
+    assert [h.article_id for h in hits][0] == "fresh"
+    scores = {h.article_id: h.score for h in hits}
+    assert scores["fresh"] == pytest.approx(plain["fresh"] * (0.5 + 0.5 * 0.5))  # 30 days
+    assert scores["old"] == pytest.approx(plain["old"] * 0.5, abs=1e-9)  # ~5 years
+    assert scores["undated"] == pytest.approx(plain["undated"] * 0.5)  # the floor: oldest
+    future = stories.search(query, 1, recency_half_life_days=30, now="2024-01-01")[0]
+    assert future.article_id == "fresh" and future.score == pytest.approx(plain["fresh"])
+
+
+@pytest.mark.parametrize("now", ["2024-03-10", "2030-01-01"])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+def test_freshness_top_k_is_the_top_k_of_a_full_rerank(stories, mode, k, now, monkeypatch):
+    # A pool of 4k candidates at first (RERANK_POOL lowered to 1, so that it must grow
+    # on these 7 passages): the decayed top k are those of a re-rank of every candidate.
+    query, half_life = "storm damage", 7.0
+    every = stories.search(query, 1000, mode=mode)
+    monkeypatch.setattr(search_module, "RERANK_POOL", 1)
+    pools = []
+    ranked = search_module.Retriever._ranked
+
+    def spy(self, reader, query, vector, mode, fetch, *rest):
+        pools.append(fetch)
+        return ranked(self, reader, query, vector, mode, fetch, *rest)
+
+    monkeypatch.setattr(search_module.Retriever, "_ranked", spy)
+    start = datetime.date.fromisoformat(now)
+    expected = sorted(
+        ((decayed(h.score, recency_factor(h.date, start, half_life)), h.passage_id) for h in every),
+        key=lambda pair: (-pair[0], pair[1]),
+    )[:k]
+    hits = stories.search(query, k, mode=mode, recency_half_life_days=half_life, now=now)
+    if (mode, k, now) == ("dense", 1, "2030-01-01"):
+        # Everything is years old, so every score about halves: the best decayed score
+        # falls under the 4th raw one, and the pool has to grow past 4.
+        assert pools == [4, 16]
+    if mode == "hybrid":  # fused scores depend on the pool: compare within it only
+        assert [h.rank for h in hits] == list(range(1, k + 1))
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        return
+    assert [h.passage_id for h in hits] == [pid for _, pid in expected]
+    assert [h.score for h in hits] == pytest.approx([s for s, _ in expected])
+
+
+def test_decay_lowers_negative_scores_too():
+    assert decayed(0.4, 0.5) == pytest.approx(0.2)
+    assert decayed(-0.2, 0.5) == pytest.approx(-0.4)  # older is lower, whatever the sign
+    assert decayed(-0.2, 1.0) == -0.2
+
+
+def test_sort_by_date_orders_the_hits_above_min_score_newest_first(stories):
+    hits = stories.search("rain storm flood water harbour", 10, min_score=0.2, sort="date")
+    assert hits and all(h.score >= 0.2 for h in hits)
+    dated = [h.date for h in hits if h.date is not None]
+    assert dated == sorted(dated, reverse=True)
+    assert all(h.date is None for h in hits[len(dated):])  # undated ones last
+    by_score = stories.search("rain storm flood water harbour", 1000, min_score=0.2)
+    assert {h.passage_id for h in hits} == {h.passage_id for h in by_score}
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"min_score": float("nan")}, "min_score"),
+        ({"min_score": float("inf")}, "min_score"),
+        ({"recency_half_life_days": 0}, "recency_half_life_days"),
+        ({"recency_half_life_days": -3}, "recency_half_life_days"),
+        ({"recency_half_life_days": 30, "now": "yesterday"}, "now"),
+        ({"sort": "newest", "min_score": 0.1}, "unknown sort"),
+        ({"sort": "date"}, "needs min_score"),
+    ],
+)
+def test_bad_ranking_options_say_what_to_fix(news, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        news.search("rain", **kwargs)
+
+
+# -- related articles ---------------------------------------------------------------------
+
+
+def test_related_finds_the_other_flood_story_first_without_a_model_call(news, monkeypatch):
+    def no_model(texts):
+        raise AssertionError("related() must use the stored vectors")
+
+    monkeypatch.setattr(news.collection.embedder, "embed_queries", no_model)
+    monkeypatch.setattr(news.collection.embedder, "embed_documents", no_model)
+    related = news.related("rain", 10)
+    assert related[0].article_id == "flood"
+    assert related[0].title == "River floods town" and related[0].date == "2024-01-12"
+    ids = [r.article_id for r in related]
+    assert "rain" not in ids and len(ids) == len(set(ids)) == 3  # one entry per article
+    assert [r.score for r in related] == sorted((r.score for r in related), reverse=True)
+    assert [r.article_id for r in news.related("rain", 1)] == ["flood"]
+
+
+def test_related_of_a_many_passage_article(seeded, seed_articles):
+    seeded.add_articles(NEWS)
+    related = Retriever(seeded).related(seed_articles[0].id, 2)
+    assert len(related) == 2 and seed_articles[0].id not in {r.article_id for r in related}
+
+
+def test_related_respects_filters_and_refuses_unknown_ids(news):
+    finance = Filters(sources=("finance", "sport"))
+    assert {r.article_id for r in news.related("rain", 10, filters=finance)} == {"rates", "match"}
+    assert news.related("rain", 10, filters=Filters(sources=("nobody",))) == []
+    with pytest.raises(NotFoundError):
+        news.related("no-such-article")
+    with pytest.raises(InputError, match="k must be"):
+        news.related("rain", 0)

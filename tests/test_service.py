@@ -95,6 +95,52 @@ def test_batch_search_answers_each_query_as_search_does(client):
         assert [h["passage_id"] for h in result["hits"]] == [h["passage_id"] for h in alone]
 
 
+def test_min_score_freshness_and_date_order(client):
+    floods = search(client, query="floods from heavy rain", k=10, min_score=0.3)["hits"]
+    assert {h["article_id"] for h in floods} == {"rain", "flood"}  # k counts at most
+    assert search(client, query="recipe for sourdough bread", min_score=0.3)["hits"] == []
+    plain = search(client, query="floods from heavy rain", k=2)["hits"]
+    assert [h["article_id"] for h in plain] == ["rain", "flood"]
+    # Two days older than `now` with a one-day half-life, "rain" keeps 0.625 of its score.
+    fresh = search(client, query="floods from heavy rain", k=2, recency_half_life_days=1,
+                   now="2024-01-12")["hits"]
+    assert [h["article_id"] for h in fresh] == ["flood", "rain"]
+    assert fresh[1]["score"] == pytest.approx(plain[0]["score"] * 0.625)
+    newest = search(client, query="storm", k=10, min_score=0.0, sort="date")["hits"]
+    dates = [h["date"] for h in newest]
+    assert newest and all(h["score"] >= 0.0 for h in newest)
+    assert dates == sorted(dates, reverse=True)
+    body = {"queries": ["storm"], "k": 10, "min_score": 0.0, "sort": "date"}
+    [batch] = client.post("/search/batch", json=body).json()["results"]
+    assert [h["passage_id"] for h in batch["hits"]] == [h["passage_id"] for h in newest]
+
+
+def test_related_articles(client):
+    answer = client.get("/articles/rain/related", params={"k": 2}).json()
+    assert answer["article_id"] == "rain" and answer["k"] == 2
+    related = answer["related"]
+    assert [r["article_id"] for r in related][0] == "flood" and len(related) == 2
+    assert set(related[0]) == {"article_id", "title", "date", "source", "url", "score"}
+    everything = client.get("/articles/rain/related").json()["related"]  # k=10 by default
+    ids = [r["article_id"] for r in everything]
+    assert "rain" not in ids and len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "words"),
+    [
+        ("/articles/no-such-article/related", 404, "no article"),
+        ("/articles/a/b/related", 404, "no article"),
+        ("/articles/rain/related?k=0", 422, "k"),
+        ("/articles/rain/related?k=101", 422, "k"),
+        ("/articles/rain/related?k=ten", 422, "k"),
+    ],
+)
+def test_related_refuses_unknown_ids_and_bad_k(client, path, status, words):
+    response = client.get(path)
+    assert response.status_code == status and words in response.json()["detail"]
+
+
 # -- bad input: always a 4xx that says what to fix -----------------------------------------
 
 BAD_SEARCHES = [
@@ -118,6 +164,14 @@ BAD_SEARCHES = [
     ({"query": "rain", "filters": {"date_form": "2024-01-01"}}, "date_form"),
     ({"query": "rain", "filters": "wire"}, "filters"),
     ({"query": "rain", "top_k": 3}, "top_k"),
+    ({"query": "rain", "min_score": "high"}, "min_score"),
+    ({"query": "rain", "min_score": 1e300}, "min_score"),
+    ({"query": "rain", "recency_half_life_days": 0}, "recency_half_life_days"),
+    ({"query": "rain", "recency_half_life_days": -7}, "recency_half_life_days"),
+    ({"query": "rain", "now": "2024-02-30"}, "now"),
+    ({"query": "rain", "now": "today"}, "now"),
+    ({"query": "rain", "sort": "newest"}, "sort"),
+    ({"query": "rain", "sort": "date"}, "min_score"),
     ({"k": 3}, "query"),
     ([{"query": "rain"}], "body"),
 ]
@@ -352,7 +406,8 @@ def test_metrics_by_route_template(client):
 def test_docs_openapi_and_page(client):
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/search", "/search/batch", "/articles", "/articles/{article_id}"} <= set(paths)
+    assert {"/search", "/search/batch", "/articles", "/articles/{article_id}",
+            "/articles/{article_id}/related"} <= set(paths)
     page = client.get("/")
     assert page.status_code == 200 and "html" in page.headers["content-type"]
 

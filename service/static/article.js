@@ -1,9 +1,11 @@
 // The whole-article view: GET /articles/{id}; the passage that was found is outlined and
 // its best sentence marked (?passage=ID&mark=START-END, offsets in the article's text).
+// Below it, the articles closest to it: GET /articles/{id}/related.
 "use strict";
 
 const params = new URLSearchParams(location.search);
 const articleId = params.get("id");
+const RELATED_K = 5;
 
 function passageSpan(article) {
   const wanted = Number.parseInt(params.get("passage"), 10);
@@ -50,6 +52,35 @@ function renderArticle(article) {
   if (found) found.scrollIntoView({ block: "nearest" });
 }
 
+function renderRelated(answer) {
+  const section = document.getElementById("related");
+  const items = answer.related.map((related) => {
+    const link = `article.html?${new URLSearchParams({ id: related.article_id })}`;
+    return el("li", { class: "related-item", "data-article-id": related.article_id },
+      el("a", { href: link }, related.title || related.article_id),
+      el("span", { class: "meta" },
+        related.date ? el("time", { datetime: related.date }, formatDate(related.date)) : null,
+        related.source ? el("span", { class: "source" }, related.source) : null,
+        el("span", { class: "score", title: "cosine similarity (higher is closer)" },
+           `score ${related.score.toFixed(3)}`)));
+  });
+  document.getElementById("related-list").replaceChildren(...items);
+  document.getElementById("related-status").textContent =
+    items.length ? "" : "No other articles in the collection.";
+  section.hidden = false;
+}
+
+async function loadRelated() {
+  try {
+    renderRelated(await fetchJSON(
+      `../articles/${encodeURIComponent(articleId)}/related?k=${RELATED_K}`));
+  } catch (error) {
+    document.getElementById("related-status").textContent =
+      `Related articles could not be loaded: ${error.message}`;
+    document.getElementById("related").hidden = false;
+  }
+}
+
 (async function load() {
   if (history.length > 1) {
     document.getElementById("back").addEventListener("click", (event) => {
@@ -65,6 +96,7 @@ function renderArticle(article) {
   }
   try {
     renderArticle(await fetchJSON(`../articles/${encodeURIComponent(articleId)}`));
+    await loadRelated();
   } catch (error) {
     status.textContent = "";
     showArticleError(error.message);

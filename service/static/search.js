@@ -5,10 +5,14 @@ const form = document.getElementById("search-form");
 const queryBox = document.getElementById("query");
 const modeSelect = document.getElementById("mode");
 const kInput = document.getElementById("k");
+const minScoreInput = document.getElementById("min-score");
+const halfLifeInput = document.getElementById("half-life");
+const sortSelect = document.getElementById("sort");
 const statusLine = document.getElementById("status");
 const errorLine = document.getElementById("error");
 const results = document.getElementById("results");
 const MODES = ["dense", "lexical", "hybrid"];
+const SORTS = ["score", "date"];
 let inFlight = null; // the AbortController of the search being waited for
 
 function showStatus(text) {
@@ -23,6 +27,24 @@ function showError(text) {
 function clampK(value) {
   const k = Number.parseInt(value, 10);
   return Number.isFinite(k) ? Math.min(100, Math.max(1, k)) : 10;
+}
+
+/** A finite number from a text field, or null when it is empty or not a number. */
+function numberOrNull(value) {
+  const text = String(value ?? "").trim();
+  const number = Number(text);
+  return text && Number.isFinite(number) ? number : null;
+}
+
+/** The re-ranking options set on the form, named as the service names them. */
+function rankingOptions() {
+  const options = {};
+  const minScore = numberOrNull(minScoreInput.value);
+  const halfLife = numberOrNull(halfLifeInput.value);
+  if (minScore !== null) options.min_score = minScore;
+  if (halfLife !== null && halfLife > 0) options.recency_half_life_days = halfLife;
+  if (sortSelect.value === "date") options.sort = "date";
+  return options;
 }
 
 function articleLink(hit) {
@@ -52,9 +74,11 @@ function renderResults(answer) {
   results.replaceChildren(...answer.hits.map(renderHit));
   const n = answer.hits.length;
   const took = Math.round(answer.took_ms);
-  showStatus(n === 0
+  const floor = numberOrNull(minScoreInput.value);
+  const none = floor === null
     ? `No passages match “${answer.query}”. Try other words or another mode.`
-    : `${n} passage${n === 1 ? "" : "s"} (${answer.mode}, ${took} ms)`);
+    : `No passages match “${answer.query}” with a score of at least ${floor}.`;
+  showStatus(n === 0 ? none : `${n} passage${n === 1 ? "" : "s"} (${answer.mode}, ${took} ms)`);
 }
 
 async function search({ pushHistory = true } = {}) {
@@ -66,9 +90,15 @@ async function search({ pushHistory = true } = {}) {
     queryBox.focus();
     return;
   }
-  const request = { query, k: clampK(kInput.value), mode: modeSelect.value, highlight: true };
+  const request = { query, k: clampK(kInput.value), mode: modeSelect.value, highlight: true,
+                    ...rankingOptions() };
   if (pushHistory) {
     const params = new URLSearchParams({ q: query, mode: request.mode, k: request.k });
+    if (request.min_score !== undefined) params.set("min_score", request.min_score);
+    if (request.recency_half_life_days !== undefined) {
+      params.set("half_life", request.recency_half_life_days);
+    }
+    if (request.sort) params.set("sort", request.sort);
     history.replaceState(null, "", `?${params}`);
   }
   if (inFlight) inFlight.abort(); // a newer search replaces the one still on its way
@@ -103,7 +133,9 @@ form.addEventListener("submit", (event) => {
   event.preventDefault();
   search();
 });
-modeSelect.addEventListener("change", () => { if (queryBox.value.trim()) search(); });
+for (const control of [modeSelect, sortSelect]) {
+  control.addEventListener("change", () => { if (queryBox.value.trim()) search(); });
+}
 
 // "/" jumps to the search box from anywhere but a text field.
 document.addEventListener("keydown", (event) => {
@@ -115,11 +147,19 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
-// A shared link (?q=...&mode=...&k=...) runs its search on load.
+// A shared link (?q=...&mode=...&k=...&min_score=...&half_life=...&sort=...) runs its
+// search on load.
 (function restoreFromAddress() {
   const params = new URLSearchParams(location.search);
   if (MODES.includes(params.get("mode"))) modeSelect.value = params.get("mode");
   if (params.get("k")) kInput.value = clampK(params.get("k"));
+  if (numberOrNull(params.get("min_score")) !== null) {
+    minScoreInput.value = numberOrNull(params.get("min_score"));
+  }
+  if (numberOrNull(params.get("half_life")) !== null) {
+    halfLifeInput.value = numberOrNull(params.get("half_life"));
+  }
+  if (SORTS.includes(params.get("sort"))) sortSelect.value = params.get("sort");
   if (params.get("q")) {
     queryBox.value = params.get("q");
     search({ pushHistory: false });
