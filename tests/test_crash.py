@@ -456,15 +456,24 @@ class IndexRun:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
         self._reader.join(30)
+        self.close()
         assert not exited or self.process.returncode == 0, "".join(self.lines)
         return exited
+
+    def close(self) -> None:
+        """Closes the pipes (warnings are errors: an unclosed file fails the run)."""
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
     def finish(self) -> str:
         """Waits for it to exit, successfully; returns its stdout."""
         assert self.process.wait(300) == 0, "".join(self.lines)
         self._reader.join(30)
         assert self.process.stdout is not None
-        return self.process.stdout.read()
+        out = self.process.stdout.read()
+        self.close()
+        return out
 
     def temporary_files(self, path: Path) -> list[Path]:
         """Checkpoint temporary files this run wrote (not ones left by an earlier run)."""
