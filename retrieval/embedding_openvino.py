@@ -158,17 +158,63 @@ class OpenVinoEmbedder:
         # Sorting by length keeps padding, and so wasted compute, small.
         lengths = [len(text) for text in texts]
         order = sorted(range(len(texts)), key=lengths.__getitem__, reverse=True)
-        for start in range(0, len(order), self._batch_size):
-            chosen = order[start : start + self._batch_size]
+        for start, size in batch_shapes(len(order), self._batch_size):
+            chosen = order[start : start + size]
             out[chosen] = self._run([texts[i] for i in chosen])
         return out
 
+    def warm_up(self, max_tokens: int) -> None:
+        """Runs every input shape that texts of up to `max_tokens` word pieces can take.
+
+        Each shape's kernels are compiled and its buffers kept on first use, which costs
+        that call time and the process memory; warming them up front (every batch size
+        of `batch_shapes` times every padded length) makes later calls as fast as the
+        rest and memory flat from then on. About 1 s for query lengths (64) on 2 cores,
+        about 10 s up to the model's limit.
+        """
+        limit = min(max_tokens, self._max_tokens)
+        longest = -(-limit // PAD_TO) * PAD_TO  # what the tokenizer pads `limit` up to
+        filler = self._tokenizer.token_to_id("[UNK]") or 0
+        for length in range(PAD_TO, longest + 1, PAD_TO):
+            for size in batch_sizes(self._batch_size):
+                ones = np.ones((size, length), dtype=np.int64)
+                self._infer({"input_ids": ones * filler, "attention_mask": ones,
+                             "token_type_ids": np.zeros_like(ones)})
+
     def _run(self, texts: list[str]) -> NDArray[np.float32]:
         feed = encode_batch(self._tokenizer, texts)
-        request = self._requests[1 if len(texts) < SMALL_BATCH else self._many]
+        hidden = self._infer(feed)
+        return mean_pool(hidden, feed["attention_mask"])
+
+    def _infer(self, feed: dict[str, NDArray[np.int64]]) -> NDArray[np.float32]:
+        """The transformer's last hidden state (b, s, dim) for one tokenized batch."""
+        size = len(feed["input_ids"])
+        request = self._requests[1 if size < SMALL_BATCH else self._many]
         with self._lock:
             hidden = request.infer({k: v for k, v in feed.items() if k in self._inputs})[0]
-        return mean_pool(np.asarray(hidden, dtype=np.float32), feed["attention_mask"])
+        return np.asarray(hidden, dtype=np.float32)
+
+
+def batch_shapes(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, size) of the model calls for n texts: full batches, then powers of two.
+
+    OpenVINO's CPU plugin keeps kernels and buffers for every input shape it has run
+    (several MB each, kept for the life of the process). Sizes from 1 to batch_size
+    times 8 padded lengths made up to 256 shapes, and a service that is written to kept
+    meeting new ones. Cutting the rest of a batch into powers of two (29 = 16 + 8 + 4 + 1)
+    leaves log2(batch_size) + 1 sizes and wastes no compute on padding rows.
+    """
+    shapes, start = [], 0
+    while start < n:
+        size = min(batch_size, 1 << ((n - start).bit_length() - 1))
+        shapes.append((start, size))
+        start += size
+    return shapes
+
+
+def batch_sizes(batch_size: int) -> list[int]:
+    """Every batch size `batch_shapes` uses: the powers of two below batch_size, and it."""
+    return sorted({min(batch_size, 1 << i) for i in range(batch_size.bit_length() + 1)})
 
 
 def encode_batch(tokenizer: Any, texts: Sequence[str]) -> dict[str, NDArray[np.int64]]:

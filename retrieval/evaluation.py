@@ -129,6 +129,9 @@ class QueryCache:
     def embed_documents(self, texts: Sequence[str]) -> NDArray[np.float32]:
         return self.inner.embed_documents(texts)
 
+    def warm_up(self, max_tokens: int) -> None:
+        self.inner.warm_up(max_tokens)
+
     def embed_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
         new = list(dict.fromkeys(t for t in texts if t not in self._vectors))
         if new:

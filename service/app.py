@@ -34,7 +34,7 @@ from service.deps import RETRY_AFTER_S, Service
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import STATIC, router
-from service.settings import Settings
+from service.settings import QUERY_WARM_UP_TOKENS, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Opens the collection and starts the batcher; closes both on shutdown."""
     settings: Settings = app.state.settings
-    collection = await run_in_threadpool(open_collection, settings.collection)
+    collection = await run_in_threadpool(open_collection, settings.collection,
+                                         warm_up_tokens(settings))
     retriever = Retriever(collection)
     batcher = Batcher(
         retriever,
@@ -108,11 +109,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(collection.close)
 
 
-def open_collection(path: Path) -> Collection:
-    """Opens the collection ready to answer: model loaded, index caught up to the store."""
+def warm_up_tokens(settings: Settings) -> int:
+    """The longest text (in word pieces) the model warms up for; 0 for none."""
+    return {"none": 0, "queries": QUERY_WARM_UP_TOKENS, "all": 1 << 30}[settings.warm_up]
+
+
+def open_collection(path: Path, warm_up_tokens: int = 0) -> Collection:
+    """Opens the collection ready to answer: model loaded (and warmed up for texts of up
+    to `warm_up_tokens` word pieces), index caught up to the store."""
     collection = Collection.open(path, create=False)
     try:
-        collection.embedder  # noqa: B018  (loads the model now, not on the first search)
+        embedder = collection.embedder  # loads the model now, not on the first search
+        if warm_up_tokens:
+            embedder.warm_up(warm_up_tokens)
         collection.refresh()
     except BaseException:
         collection.close()

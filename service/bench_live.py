@@ -160,7 +160,7 @@ def services(collection: Path) -> Iterator[tuple[Server, Server]]:
             port = free_port()
             command = [sys.executable, "-m", "service", "--collection", str(collection),
                        "--host", "127.0.0.1", "--port", str(port), "--batch-window-ms", "2",
-                       "--max-batch", "32", "--log-level", "warning"]
+                       "--max-batch", "32", "--warm-up", "all", "--log-level", "warning"]
             # stdout=2: a child's prints must never mix into this process's JSON.
             process = subprocess.Popen(command, env=child_env(), cwd=live_load.ROOT, stdout=2)
             started.append((process, f"http://127.0.0.1:{port}"))

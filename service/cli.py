@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="micro-batching window (default 2; 0 turns batching off)")
     parser.add_argument("--max-batch", type=int, default=None,
                         help="most queries per model call (default 32; 1 turns batching off)")
+    parser.add_argument("--warm-up", choices=["none", "queries", "all"], default=None,
+                        help="what the model prepares before the service is ready: every "
+                        "query shape (default, ~1 s), every shape writes need too (all, "
+                        "~10 s, then memory stays flat), or none")
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"])
 
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         "collection": args.collection, "host": args.host, "port": args.port,
         "api_key": args.api_key, "batch_window_ms": args.batch_window_ms,
-        "max_batch": args.max_batch,
+        "max_batch": args.max_batch, "warm_up": args.warm_up,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     if read_manifest(settings.collection.expanduser().resolve()) is None:

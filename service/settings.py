@@ -7,6 +7,7 @@ environment) in `retrieval serve`, which overrides fields from its command line.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,8 @@ from retrieval.cli import default_collection
 # The most hits one request may ask for, whatever max_k says: the request schema
 # advertises it, and a search this deep is already far from interactive.
 K_CEILING = 1000
+# Queries longer than this many word pieces are rare: warming up "queries" stops here.
+QUERY_WARM_UP_TOKENS = 64
 
 
 class Settings(BaseSettings):
@@ -41,6 +44,10 @@ class Settings(BaseSettings):
             503 and Retry-After; a queued search past it is dropped, not run.
         max_highlight_hits: the most hits one request may ask to highlight, counted as
             queries x min(k, HIGHLIGHT_MAX_HITS); more is refused with 422.
+        warm_up: what the model prepares before the service says it is ready: "queries"
+            (every batch shape of queries up to QUERY_WARM_UP_TOKENS word pieces, about
+            1 s with OpenVINO), "all" (every shape up to the model's limit, the write
+            path's too: about 10 s on 2 cores, after which memory stays flat) or "none".
     """
 
     model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="ignore")
@@ -57,6 +64,7 @@ class Settings(BaseSettings):
     max_queued: int = Field(default=256, ge=1)
     search_timeout_s: float = Field(default=10.0, gt=0)
     max_highlight_hits: int = Field(default=100, ge=1)
+    warm_up: Literal["none", "queries", "all"] = "queries"
 
     @property
     def batching(self) -> bool:

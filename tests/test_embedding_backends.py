@@ -69,6 +69,31 @@ def test_fp32_export_truncates_like_sentence_transformers(fp32, embedder):
     assert (got * want).sum(axis=1).min() > 0.9999
 
 
+def test_batches_are_cut_into_a_few_shapes():
+    from retrieval.embedding_openvino import batch_shapes, batch_sizes
+
+    assert batch_shapes(0, 32) == []
+    assert batch_shapes(29, 32) == [(0, 16), (16, 8), (24, 4), (28, 1)]
+    assert batch_shapes(70, 32) == [(0, 32), (32, 32), (64, 4), (68, 2)]
+    assert batch_sizes(32) == [1, 2, 4, 8, 16, 32] and batch_sizes(12) == [1, 2, 4, 8, 12]
+    for n in range(1, 100):  # every text once, in order, each call of a known size
+        shapes = batch_shapes(n, 12)
+        assert [s for s, _ in shapes] == [sum(z for _, z in shapes[:i]) for i in range(len(shapes))]
+        assert sum(z for _, z in shapes) == n and {z for _, z in shapes} <= set(batch_sizes(12))
+
+
+def test_batch_cutting_and_warm_up_leave_vectors_alone(fp32, passages):
+    """29 texts run as 16 + 8 + 4 + 1: each vector as when embedded alone, before and after
+    every shape was warmed up."""
+    texts = passages[:29]
+    alone = np.vstack([fp32.embed_documents([t]) for t in texts])
+    together = fp32.embed_documents(texts)
+    fp32.warm_up(64)
+    again = fp32.embed_documents(texts)
+    assert (together * alone).sum(axis=1).min() > 0.99999
+    np.testing.assert_allclose(again, together, atol=1e-6)
+
+
 def test_int8_is_close_to_fp32(int8, fp32, passages):
     cosines = (int8.embed_documents(passages) * fp32.embed_documents(passages)).sum(axis=1)
     assert cosines.mean() >= 0.99 and cosines.min() >= 0.95
