@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -144,6 +145,19 @@ def from_blobs(blobs: Sequence[bytes], dim: int) -> NDArray[np.float32]:
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).copy()
 
 
+class ThreadConnection:
+    """One thread's SQLite connection and how deep its read snapshots are nested."""
+
+    __slots__ = ("db", "depth", "__weakref__")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.depth = 0
+
+    def __del__(self) -> None:
+        self.db.close()  # its thread has ended, or the store was closed (closing twice is fine)
+
+
 class Store:
     """SQLite access for one collection, safe to share between threads.
 
@@ -161,7 +175,7 @@ class Store:
         self.readonly = readonly
         self.write_timeout = write_timeout
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: weakref.WeakSet[ThreadConnection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
         db = self._db  # the opening thread's connection; creates the schema
         if not readonly:
@@ -171,14 +185,27 @@ class Store:
     @property
     def _db(self) -> sqlite3.Connection:
         """The calling thread's connection, opened on first use."""
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = self._connect()
-            self._local.db = db
-            self._local.depth = 0
+        return self._thread().db
+
+    def _thread(self) -> ThreadConnection:
+        """The calling thread's connection and snapshot depth, made on first use.
+
+        Only the thread-local holds it strongly: when the thread ends (a web server's
+        worker threads come and go), it is collected and its connection closed, instead
+        of one connection, its cache and its file handles left behind per thread.
+        """
+        mine: ThreadConnection | None = getattr(self._local, "connection", None)
+        if mine is None:
+            mine = ThreadConnection(self._connect())
+            self._local.connection = mine
             with self._connections_lock:
-                self._connections.append(db)
-        return db
+                self._connections.add(mine)
+        return mine
+
+    def open_connections(self) -> int:
+        """How many threads hold a connection now (the ones that ended hold none)."""
+        with self._connections_lock:
+            return len(self._connections)
 
     def _connect(self) -> sqlite3.Connection:
         uri = f"file:{self.path}?mode=ro" if self.readonly else f"file:{self.path}"
@@ -196,8 +223,8 @@ class Store:
     def close(self) -> None:
         """Closes every thread's connection; the store is unusable afterwards."""
         with self._connections_lock:
-            for db in self._connections:
-                db.close()
+            for connection in list(self._connections):
+                connection.db.close()
             self._connections.clear()
         self._local = threading.local()
 
@@ -208,21 +235,21 @@ class Store:
         Every read inside it sees the same committed state. Nested calls share the
         outermost one.
         """
-        db = self._db
-        if self._local.depth:
-            self._local.depth += 1
+        mine = self._thread()
+        if mine.depth:
+            mine.depth += 1
             try:
                 yield self.generation()
             finally:
-                self._local.depth -= 1
+                mine.depth -= 1
             return
-        db.execute("BEGIN")
-        self._local.depth = 1
+        mine.db.execute("BEGIN")
+        mine.depth = 1
         try:
             yield self.generation()  # the first read fixes the snapshot
         finally:
-            self._local.depth = 0
-            db.execute("COMMIT")
+            mine.depth = 0
+            mine.db.execute("COMMIT")
 
     @contextmanager
     def transaction(self, timeout: float | None = None) -> Iterator[int]:
@@ -235,7 +262,7 @@ class Store:
             CollectionLockedError: another writer kept the database past the timeout.
         """
         db = self._db
-        if self._local.depth:
+        if self._thread().depth:
             raise RuntimeError("a write cannot start inside a read snapshot")
         wait = self.write_timeout if timeout is None else timeout
         db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")

@@ -179,3 +179,34 @@ def test_a_title_only_article_is_indexed_with_its_title_as_text(collection):
     assert collection.add_articles(load_file(path).articles).unchanged == 1
     [hit] = Retriever(collection).search("earthquake in Japan", 1)
     assert (hit.article_id, hit.text) == ("flash", flash.title)
+
+
+def test_a_thread_that_ends_leaves_no_connection_open(tmp_path):
+    """Web servers' worker threads come and go (anyio retires one idle for 10 s): each
+    thread's SQLite connection must close with it, not pile up for the process's life."""
+    import gc
+    import os
+    import threading
+
+    from retrieval.store import Store
+
+    store = Store(tmp_path / "store.sqlite")
+
+    def handles() -> int:
+        fds = os.listdir("/proc/self/fd")
+        return sum(os.path.realpath(f"/proc/self/fd/{fd}").endswith("store.sqlite") for fd in fds)
+
+    before = handles()
+    for _ in range(20):
+        worker = threading.Thread(target=store.generation)
+        worker.start()
+        worker.join()
+    gc.collect()
+    assert store.open_connections() == 1  # this thread's, opened by the constructor
+    # SQLite may keep one closed connection's file handle for reuse while another holds
+    # locks on the file, but no more than that: 20 threads leave no 20 handles.
+    assert handles() <= before + 1
+    with store.snapshot() as generation:
+        assert generation == store.generation()
+    store.close()
+    assert store.open_connections() == 0
