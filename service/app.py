@@ -100,12 +100,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     batcher.start()
     app.state.metrics.watch_index(lambda: len(collection.index))
-    app.state.service = Service(settings, collection, retriever, batcher)
+    service = Service(settings, collection, retriever, batcher)
+    app.state.service = service
     try:
         yield
     finally:
         app.state.service = None  # /readyz says 503 from here on
         await batcher.stop()
+        await run_in_threadpool(service.store_threads.shutdown)  # a write in progress ends first
         await run_in_threadpool(collection.close)
 
 

@@ -5,7 +5,6 @@ shape the answer. Library errors are mapped to status codes once, in app.py.
 from __future__ import annotations
 
 import time
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,13 +12,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.concurrency import run_in_threadpool
 
 from retrieval.errors import InputError
-from retrieval.records import Article, Filters, Hit
+from retrieval.records import Article, Filters, Hit, Passage
 from retrieval.search import HIGHLIGHT_MAX_HITS, SearchOptions
 from service import schemas
-from service.deps import ServiceDep, exclusive_write, require_api_key, require_json
+from service.deps import Service, ServiceDep, exclusive_write, require_api_key, require_json
 from service.settings import K_CEILING, Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -70,14 +68,11 @@ async def search_batch(
 
 
 @router.get("/passages/{passage_id}", response_model=schemas.PassageOut, tags=["collection"])
-def get_passage(
+async def get_passage(
     passage_id: Annotated[int, PathParam(ge=0, le=MAX_PASSAGE_ID)], service: ServiceDep
 ) -> schemas.PassageOut:
     """One passage with its article's title, date, source and link."""
-    collection = service.collection
-    with collection.snapshot():  # passage and article as of the same write
-        passage = collection.passage(passage_id)
-        article = collection.article(passage.article_id)
+    passage, article = await service.run_blocking(passage_with_article, service, passage_id)
     return schemas.PassageOut(
         passage_id=passage.id, article_id=passage.article_id, ordinal=passage.ordinal,
         text=passage.text, start=passage.start, end=passage.end, n_tokens=passage.n_tokens,
@@ -90,25 +85,22 @@ def get_passage(
     "/articles/{article_id:path}/related", response_model=schemas.RelatedResponse,
     tags=["collection"],
 )
-def related_articles(
+async def related_articles(
     article_id: str, service: ServiceDep, k: Annotated[int, Query(ge=1, le=K_CEILING)] = 10
 ) -> schemas.RelatedResponse:
     """The k articles closest in meaning to this one (itself excluded), closest first."""
     if k > service.settings.max_k:
         raise InputError(f"k must be at most {service.settings.max_k} on this server, got {k}")
-    related = service.retriever.related(article_id, k)
+    related = await service.run_blocking(service.retriever.related, article_id, k)
     return schemas.RelatedResponse(article_id=article_id, k=k, related=[
         schemas.RelatedOut.model_validate(r, from_attributes=True) for r in related
     ])
 
 
 @router.get("/articles/{article_id:path}", response_model=schemas.ArticleOut, tags=["collection"])
-def get_article(article_id: str, service: ServiceDep) -> schemas.ArticleOut:
+async def get_article(article_id: str, service: ServiceDep) -> schemas.ArticleOut:
     """A whole article and where its passages lie in its text."""
-    collection = service.collection
-    with collection.snapshot():  # the article and its passages as of the same write
-        article = collection.article(article_id)
-        passages = collection.passages_of(article_id)
+    article, passages = await service.run_blocking(article_with_passages, service, article_id)
     refs = [
         schemas.PassageRef(passage_id=p.id, ordinal=p.ordinal, start=p.start, end=p.end)
         for p in passages
@@ -127,9 +119,9 @@ async def add_articles(body: schemas.ArticlesIn, service: ServiceDep) -> schemas
     """
     articles = [Article(**a.model_dump()) for a in body.articles]
     async with exclusive_write(service):
-        report = await run_in_threadpool(
-            partial(service.collection.add_articles, lock_timeout=service.settings.lock_timeout_s),
-            articles,
+        report = await service.run_blocking(
+            service.collection.add_articles, articles,
+            lock_timeout=service.settings.lock_timeout_s,
         )
     return schemas.IngestOut.model_validate(report, from_attributes=True)
 
@@ -141,7 +133,7 @@ async def add_articles(body: schemas.ArticlesIn, service: ServiceDep) -> schemas
 async def delete_article(article_id: str, service: ServiceDep) -> schemas.DeletedOut:
     """Deletes an article and its passages."""
     async with exclusive_write(service):
-        removed = await run_in_threadpool(
+        removed = await service.run_blocking(
             service.collection.delete_article, article_id,
             lock_timeout=service.settings.lock_timeout_s,
         )
@@ -164,12 +156,12 @@ async def readyz(service: ServiceDep) -> schemas.StatusOut:
 
 
 @router.get("/stats", response_model=schemas.StatsOut, tags=["operations"])
-def stats(service: ServiceDep) -> schemas.StatsOut:
+async def stats(service: ServiceDep) -> schemas.StatsOut:
     """What the collection holds, as of one generation; cheap at any size (no scans).
 
     `in_agreement` compares counts; `retrieval info` compares store and index id by id.
     """
-    numbers = service.collection.stats()
+    numbers = await service.run_blocking(service.collection.stats)
     return schemas.StatsOut(
         articles=numbers["articles"], passages=numbers["passages"],
         vectors_in_store=numbers["passages"], vectors_in_index=numbers["vectors_in_index"],
@@ -196,6 +188,21 @@ def page() -> Response:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def passage_with_article(service: Service, passage_id: int) -> tuple[Passage, Article]:
+    """A passage and its article, as of the same write (on a store thread)."""
+    collection = service.collection
+    with collection.snapshot():
+        passage = collection.passage(passage_id)
+        return passage, collection.article(passage.article_id)
+
+
+def article_with_passages(service: Service, article_id: str) -> tuple[Article, list[Passage]]:
+    """An article and its passages, as of the same write (on a store thread)."""
+    collection = service.collection
+    with collection.snapshot():
+        return collection.article(article_id), collection.passages_of(article_id)
 
 
 def search_options(
