@@ -137,6 +137,19 @@ class Reader:
     def article_rows(self, article_ids: Sequence[str]) -> dict[str, Any]:
         return self.store.article_rows(article_ids)
 
+    def group_keys(self, passage_ids: Sequence[int]) -> dict[int, str]:
+        """Each passage's duplicate group key (groups.py), keyed by passage id."""
+        return self.store.group_keys(passage_ids)
+
+    def article_group_keys(self, article_ids: Sequence[str]) -> dict[str, str]:
+        return self.store.article_group_keys(article_ids)
+
+    def duplicates_of(
+        self, article_ids: Sequence[str], filters: Filters | None = None
+    ) -> dict[str, list[str]]:
+        """The other articles of each article's duplicate group, matching `filters`."""
+        return self.store.duplicates_of(article_ids, filters)
+
     def has_article(self, article_id: str) -> bool:
         return self.store.article(article_id) is not None
 

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from retrieval import groups
+from retrieval.duplicates import DEFAULT_RULE, DuplicateRule
 from retrieval.errors import CollectionLockedError
 from retrieval.records import Article, Filters, Passage
 
@@ -151,15 +153,20 @@ class Store:
         path: the database file (created with its schema when missing, unless readonly).
         readonly: open without writing anything (for copies and inspection).
         write_timeout: default seconds a write waits for another writer.
+        duplicate_rule: how articles are grouped as duplicates (groups.py); a store whose
+            groups were made by another rule, or that has articles without a group (a
+            collection made before groups existed), is regrouped on opening.
     """
 
     def __init__(
         self, path: Path, *, readonly: bool = False,
         write_timeout: float = DEFAULT_WRITE_TIMEOUT_S,
+        duplicate_rule: DuplicateRule = DEFAULT_RULE,
     ) -> None:
         self.path = path
         self.readonly = readonly
         self.write_timeout = write_timeout
+        self.duplicate_rule = duplicate_rule
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -167,6 +174,32 @@ class Store:
         if not readonly:
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(SCHEMA)
+            db.executescript(groups.SCHEMA)
+            self._group_ungrouped()
+        # A read-only copy of a collection made before groups existed has no such table:
+        # its searches then treat every article as its own group.
+        self.has_groups = self._has_table("duplicates")
+
+    def _group_ungrouped(self) -> None:
+        """The migration to duplicate groups, idempotent: one transaction that groups
+        every article lacking a group. It changes no article or passage, so it bumps no
+        generation; a reader sees either no groups or all of them."""
+        db = self._db
+        if not groups.stale(db, self.duplicate_rule):
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            groups.regroup(db, self.duplicate_rule)  # checks again, now holding the lock
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _has_table(self, name: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -354,6 +387,28 @@ class Store:
         )
         return {row["id"]: row for row in rows}
 
+    def group_keys(self, passage_ids: Sequence[int]) -> dict[int, str]:
+        """Each passage's duplicate group, as a key to collapse on (groups.py)."""
+        if not self.has_groups:
+            return {pid: f"a{article}" for pid, article in self.article_of(passage_ids).items()}
+        return groups.group_keys(self._db, passage_ids)
+
+    def article_group_keys(self, article_ids: Sequence[str]) -> dict[str, str]:
+        """Each stored article's duplicate group key, keyed by article id."""
+        if not self.has_groups:
+            return {row: f"a{row}" for row in self.article_rows(article_ids)}
+        return groups.article_group_keys(self._db, article_ids)
+
+    def duplicates_of(
+        self, article_ids: Sequence[str], filters: Filters | None = None
+    ) -> dict[str, list[str]]:
+        """The other articles in each article's duplicate group (matching `filters`),
+        oldest first; [] for an article alone in its group."""
+        if not self.has_groups:
+            return {article_id: [] for article_id in article_ids}
+        where, params = filters_sql(filters or Filters(), "a")
+        return groups.others_in_group(self._db, article_ids, where, params)
+
     def vectors(
         self, dim: int, *, since: int = 0, until: int | None = None, batch: int = 50_000
     ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
@@ -492,6 +547,8 @@ class Store:
                 ),
             )
             added.append(int(cursor.lastrowid or 0))
+        # In the same transaction as the article: a crash never leaves one without a group.
+        groups.assign(self._db, article.id, article.text, self.duplicate_rule)
         return removed, added
 
     def delete_article(self, article_id: str, generation: int) -> list[int]:
