@@ -447,10 +447,15 @@ NEWS = [
 
 
 def search_all(
-    searcher: Any, mode: str, filters: Filters | None, cap: int | None
+    searcher: Any, mode: str, filters: Filters | None, cap: int | None, collapse: bool = False
 ) -> list[list[Hit]]:
-    """Scores any `retrieval.search.Searcher`: the evaluation code's view of both."""
-    return searcher.search_batch(PARITY_QUERIES, 5, mode=mode, filters=filters, max_per_article=cap)
+    """Scores any `retrieval.search.Searcher`: the evaluation code's view of both.
+
+    `collapse` is given to both: the library leaves it off by default, the service on.
+    """
+    return searcher.search_batch(
+        PARITY_QUERIES, 5, mode=mode, filters=filters, max_per_article=cap, collapse=collapse
+    )
 
 
 @pytest.fixture(scope="module")
@@ -493,7 +498,9 @@ def test_client_and_retriever_return_the_same_hits(parity_collection, served, mo
         assert [(h.passage_id, h.rank) for h in theirs] == [(h.passage_id, h.rank) for h in mine]
         assert [h.score for h in theirs] == pytest.approx([h.score for h in mine], abs=1e-5)
         assert [without_score(h) for h in theirs] == [without_score(h) for h in mine]
-    one = served.search(PARITY_QUERIES[0], 5, mode=mode, filters=filters, max_per_article=cap)
+    one = served.search(
+        PARITY_QUERIES[0], 5, mode=mode, filters=filters, max_per_article=cap, collapse=False
+    )
     assert [h.passage_id for h in one] == [h.passage_id for h in local[0]]
 
 
@@ -514,7 +521,7 @@ def test_client_and_retriever_agree_on_min_score_freshness_and_date_order(
 
     queries = ["storm floods", *PARITY_QUERIES]
     local = Retriever(parity_collection).search_batch(queries, 5, **options)
-    remote = served.search_batch(queries, 5, **options)
+    remote = served.search_batch(queries, 5, collapse=False, **options)
     assert any(local)
     for mine, theirs in zip(local, remote, strict=True):
         assert [(h.passage_id, h.rank) for h in theirs] == [(h.passage_id, h.rank) for h in mine]
