@@ -511,6 +511,14 @@ class Collection:
     def passages_of(self, article_id: str) -> list[Passage]:
         return self.store.passages_of(article_id)
 
+    def duplicates_of(
+        self, article_ids: Sequence[str], filters: Filters | None = None
+    ) -> dict[str, list[str]]:
+        """The other articles (exact and near copies) of each article's duplicate group,
+        matching `filters`, oldest first; [] for an article alone in its group."""
+        with self.store.snapshot():
+            return self.store.duplicates_of(article_ids, filters)
+
     def stats(self) -> dict[str, Any]:
         """Cheap numbers for monitoring, all as of one generation (no table scans)."""
         index = self.index

@@ -151,6 +151,7 @@ def run(
     level: str = "document",
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    collapse: bool = False,
 ) -> Run:
     """Searches every query and returns the ranked results as a run.
 
@@ -163,6 +164,8 @@ def run(
             "passage": ids are passage ids (as strings), for passage-level judgements.
         batch_size: queries per `search_batch` call.
         progress: called with the number of queries done after each batch.
+        collapse: one hit per duplicate group (its best article), as the service
+            answers by default; the group's other articles are then not in the run.
 
     Returns:
         {query_id: {id: score}}, at most k entries per query; a query with no match
@@ -175,10 +178,12 @@ def run(
     for start in range(0, len(ids), batch_size):
         batch = texts[start : start + batch_size]
         if level == "document":
-            results = searcher.search_batch(batch, k, mode=mode, max_per_article=1)
+            results = searcher.search_batch(
+                batch, k, mode=mode, max_per_article=1, collapse=collapse
+            )
             ranked = [documents_from_hits(hits, k) for hits in results]
         else:
-            results = searcher.search_batch(batch, k, mode=mode)
+            results = searcher.search_batch(batch, k, mode=mode, collapse=collapse)
             ranked = [{str(hit.passage_id): hit.score for hit in hits} for hits in results]
         out.update(zip(ids[start : start + batch_size], ranked, strict=True))
         if progress:

@@ -166,6 +166,15 @@ def article_group_keys(db: sqlite3.Connection, article_ids: Sequence[str]) -> di
     return {row[0]: row[1] for row in rows}
 
 
+def summary(db: sqlite3.Connection) -> dict[str, int]:
+    """Groups of two or more articles, and the articles in them."""
+    row = db.execute(
+        "SELECT count(*), coalesce(sum(n), 0) FROM "
+        "(SELECT count(*) AS n FROM duplicates GROUP BY grp HAVING n > 1)"
+    ).fetchone()
+    return {"duplicate_groups": int(row[0]), "articles_in_duplicate_groups": int(row[1])}
+
+
 def others_in_group(
     db: sqlite3.Connection, article_ids: Sequence[str], where: str, params: list[Any]
 ) -> dict[str, list[str]]:

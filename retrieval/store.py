@@ -409,6 +409,12 @@ class Store:
         where, params = filters_sql(filters or Filters(), "a")
         return groups.others_in_group(self._db, article_ids, where, params)
 
+    def duplicate_summary(self) -> dict[str, int]:
+        """Groups of two or more articles and the articles in them (scans the groups)."""
+        if not self.has_groups:
+            return {"duplicate_groups": 0, "articles_in_duplicate_groups": 0}
+        return groups.summary(self._db)
+
     def vectors(
         self, dim: int, *, since: int = 0, until: int | None = None, batch: int = 50_000
     ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
