@@ -200,7 +200,24 @@ def test_ranking_options_are_sent_only_when_set(client, recorder):
     client.search_batch(["x", "y"], min_score=-0.5)
     assert recorder.last_body["min_score"] == -0.5 and "sort" not in recorder.last_body
     client.search("x")  # unset: left out, so an older server still takes the body
-    assert not {"min_score", "recency_half_life_days", "now", "sort"} & set(recorder.last_body)
+    assert not {"min_score", "recency_half_life_days", "now", "sort", "collapse"} & set(
+        recorder.last_body
+    )
+    client.search("x", collapse=False)
+    assert recorder.last_body["collapse"] is False
+    client.search_batch(["x"], collapse=True)
+    assert recorder.last_body["collapse"] is True
+
+
+def test_a_hit_from_a_server_that_predates_collapsing_has_no_copies():
+    from service.client import parse_hit
+
+    old = {"passage_id": 1, "article_id": "a", "title": "T", "date": None, "source": None,
+           "url": None, "text": "x", "score": 0.5, "rank": 1, "start": 0, "end": 1}
+    hit = parse_hit(old)
+    assert (hit.duplicates, hit.duplicate_ids) == (0, ())
+    hit = parse_hit({**old, "duplicates": 2, "duplicate_ids": ["b", "c"]})
+    assert (hit.duplicates, hit.duplicate_ids) == (2, ("b", "c"))
 
 
 def test_related_comes_back_as_records(client, recorder):

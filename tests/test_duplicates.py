@@ -111,6 +111,47 @@ def test_a_search_deeper_than_the_collection_returns_every_group_once(bbc_collec
     assert sum(1 + h.duplicates for h in hits) == 8
 
 
+def test_the_service_collapses_by_default_and_the_client_agrees_with_the_library(
+    bbc_collection,
+):
+    from starlette.testclient import TestClient
+
+    from service.app import create_app
+    from service.client import RetrievalClient
+    from service.settings import Settings
+
+    query = "Time Warner quarterly profits and AOL subscribers"
+    local = Retriever(bbc_collection).search(query, 4, collapse=True)
+    app = create_app(Settings(collection=bbc_collection.path))
+    with TestClient(app) as http, RetrievalClient(http=http) as client:
+        answer = http.post("/search", json={"query": query, "k": 4}).json()
+        assert len(answer["hits"]) == 4
+        top = answer["hits"][0]
+        assert top["duplicates"] == 1 and len(top["duplicate_ids"]) == 1
+        batch = http.post("/search/batch", json={"queries": [query], "k": 4}).json()
+        assert batch["results"][0]["hits"] == answer["hits"]
+        plain = http.post("/search", json={"query": query, "k": 4, "collapse": False}).json()
+        assert all(h["duplicates"] == 0 and h["duplicate_ids"] == [] for h in plain["hits"])
+        remote = client.search(query, 4)  # the server's default: collapsed
+        assert [(h.passage_id, h.duplicate_ids) for h in remote] == [
+            (h.passage_id, h.duplicate_ids) for h in local
+        ]
+        assert client.search_batch([query], 4, collapse=True)[0] == remote
+
+
+def test_the_cli_collapses_when_asked(bbc_collection, capsys):
+    from retrieval.cli import main
+
+    where = ["--collection", str(bbc_collection.path)]
+    assert main(["search", "Time Warner profits", "-k", "2", "--collapse", *where]) == 0
+    assert "and 1 copy: " in capsys.readouterr().out
+    assert main(["search", "Time Warner profits", "-k", "2", "--collapse", "--json", *where]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["duplicates"] == 1 and len(hits[0]["duplicate_ids"]) == 1
+    assert main(["search", "Time Warner profits", "-k", "2", "--json", *where]) == 0
+    assert all(h["duplicates"] == 0 for h in json.loads(capsys.readouterr().out))
+
+
 def test_related_articles_leave_out_the_articles_own_copies(bbc_collection):
     retriever = Retriever(bbc_collection)
     related = [r.article_id for r in retriever.related(ORIGINAL, 10)]
