@@ -12,7 +12,8 @@ The concurrency rules, all of them:
 1. Writes are SQLite transactions (`Store.transaction`): one writer at a time across
    processes, each write all-or-nothing, each bumping the generation. Embedding runs
    before the transaction, so a write holds the database only for its own rows. No
-   index file is written per write.
+   index file is written per write. An article's duplicate group is found and stored
+   in its own write (groups.py): the next writer, in any process, matches against it.
 2. Every read runs in one store snapshot (`reading()`), and the in-memory index is
    caught up to exactly that snapshot's generation from the store's log before it is
    searched, under the index's lock (live_index.py). So a search sees one whole

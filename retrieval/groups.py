@@ -84,11 +84,11 @@ def _near_group(
 ) -> int | None:
     candidates: dict[str, None] = {}
     for key in found.bands:
-        rows = db.execute(
+        bucket = db.execute(
             "SELECT article_id FROM duplicate_bands WHERE key = ? LIMIT ?",
             (key, duplicates.MAX_PER_BUCKET),
         )
-        candidates.update((row[0], None) for row in rows)
+        candidates.update((row[0], None) for row in bucket)
     if not candidates:
         return None
     rows = db.execute(
