@@ -2,8 +2,9 @@
 
 It holds articles, their passages with vectors (float32 blobs), an FTS5 table over
 passage text for lexical search, each article's duplicate group (groups.py), and a
-generation counter that every committed write bumps. The FAISS index is derived from it (see live_index.py). Each write is one
-transaction, so a reader, or a process killed mid-write, sees all of it or none.
+generation counter that every committed write bumps. The FAISS index is derived from
+it (see live_index.py). Each write is one transaction, so a reader, or a process killed
+mid-write, sees all of it or none.
 
 The store is also the index's log: every passage row carries the generation that added
 it, and `removed` records the generation that deleted each passage, so the changes
