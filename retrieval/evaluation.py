@@ -178,17 +178,27 @@ def run(
     for start in range(0, len(ids), batch_size):
         batch = texts[start : start + batch_size]
         if level == "document":
-            results = searcher.search_batch(
-                batch, k, mode=mode, max_per_article=1, collapse=collapse
-            )
+            results = _search(searcher, batch, k, mode, collapse, max_per_article=1)
             ranked = [documents_from_hits(hits, k) for hits in results]
         else:
-            results = searcher.search_batch(batch, k, mode=mode, collapse=collapse)
+            results = _search(searcher, batch, k, mode, collapse)
             ranked = [{str(hit.passage_id): hit.score for hit in hits} for hits in results]
         out.update(zip(ids[start : start + batch_size], ranked, strict=True))
         if progress:
             progress(len(batch))
     return out
+
+
+def _search(
+    searcher: Searcher, batch: list[str], k: int, mode: Mode, collapse: bool,
+    max_per_article: int | None = None,
+) -> list[list[Hit]]:
+    # `collapse` is passed only when on, so a Searcher written before it existed works.
+    if collapse:
+        return searcher.search_batch(
+            batch, k, mode=mode, max_per_article=max_per_article, collapse=True
+        )
+    return searcher.search_batch(batch, k, mode=mode, max_per_article=max_per_article)
 
 
 def documents_from_hits(hits: Iterable[Hit], k: int) -> dict[str, float]:
