@@ -151,6 +151,11 @@ def add_search_command(commands: Any) -> None:
         "--sort", choices=["score", "date"], default="score",
         help="date: newest first among the hits scoring at least --min-score (needs it)",
     )
+    parser.add_argument(
+        "--collapse", action="store_true",
+        help="one hit per group of duplicate articles (exact and near copies, found at "
+        "ingest), its best passage, saying how many copies it stands for; -k counts groups",
+    )
     parser.add_argument("--json", action="store_true", help="print hits as a JSON list")
     parser.set_defaults(run=run_search)
 
@@ -306,6 +311,7 @@ def run_search(args: argparse.Namespace) -> int:
             recency_half_life_days=args.recency_half_life_days,
             now=args.now,
             sort=args.sort,
+            collapse=args.collapse,
         )
     if args.json:
         print(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
@@ -316,8 +322,14 @@ def run_search(args: argparse.Namespace) -> int:
         print(
             f"{hit.rank}. [{hit.score:.3f}] {hit.title} ({hit.article_id}, {hit.date or 'no date'})"
         )
+        if hit.duplicates:
+            print(f"   and {copies(hit.duplicates)}: {', '.join(hit.duplicate_ids)}")
         print(f"   {hit.text}\n")
     return EXIT_OK
+
+
+def copies(n: int) -> str:
+    return f"{n} cop{'y' if n == 1 else 'ies'}"
 
 
 def run_related(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ The concurrency rules, all of them:
 1. Writes are SQLite transactions (`Store.transaction`): one writer at a time across
    processes, each write all-or-nothing, each bumping the generation. Embedding runs
    before the transaction, so a write holds the database only for its own rows. No
-   index file is written per write.
+   index file is written per write. An article's duplicate group is found and stored
+   in its own write (groups.py): the next writer, in any process, matches against it.
 2. Every read runs in one store snapshot (`reading()`), and the in-memory index is
    caught up to exactly that snapshot's generation from the store's log before it is
    searched, under the index's lock (live_index.py). So a search sees one whole
@@ -136,6 +137,19 @@ class Reader:
 
     def article_rows(self, article_ids: Sequence[str]) -> dict[str, Any]:
         return self.store.article_rows(article_ids)
+
+    def group_keys(self, passage_ids: Sequence[int]) -> dict[int, str]:
+        """Each passage's duplicate group key (groups.py), keyed by passage id."""
+        return self.store.group_keys(passage_ids)
+
+    def article_group_keys(self, article_ids: Sequence[str]) -> dict[str, str]:
+        return self.store.article_group_keys(article_ids)
+
+    def duplicates_of(
+        self, article_ids: Sequence[str], filters: Filters | None = None
+    ) -> dict[str, list[str]]:
+        """The other articles of each article's duplicate group, matching `filters`."""
+        return self.store.duplicates_of(article_ids, filters)
 
     def has_article(self, article_id: str) -> bool:
         return self.store.article(article_id) is not None
@@ -497,6 +511,14 @@ class Collection:
 
     def passages_of(self, article_id: str) -> list[Passage]:
         return self.store.passages_of(article_id)
+
+    def duplicates_of(
+        self, article_ids: Sequence[str], filters: Filters | None = None
+    ) -> dict[str, list[str]]:
+        """The other articles (exact and near copies) of each article's duplicate group,
+        matching `filters`, oldest first; [] for an article alone in its group."""
+        with self.store.snapshot():
+            return self.store.duplicates_of(article_ids, filters)
 
     def stats(self) -> dict[str, Any]:
         """Cheap numbers for monitoring, all as of one generation (no table scans)."""

@@ -154,6 +154,7 @@ def run(
     level: str = "document",
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    collapse: bool = False,
 ) -> Run:
     """Searches every query and returns the ranked results as a run.
 
@@ -166,6 +167,8 @@ def run(
             "passage": ids are passage ids (as strings), for passage-level judgements.
         batch_size: queries per `search_batch` call.
         progress: called with the number of queries done after each batch.
+        collapse: one hit per duplicate group (its best article), as the service
+            answers by default; the group's other articles are then not in the run.
 
     Returns:
         {query_id: {id: score}}, at most k entries per query; a query with no match
@@ -178,15 +181,27 @@ def run(
     for start in range(0, len(ids), batch_size):
         batch = texts[start : start + batch_size]
         if level == "document":
-            results = searcher.search_batch(batch, k, mode=mode, max_per_article=1)
+            results = _search(searcher, batch, k, mode, collapse, max_per_article=1)
             ranked = [documents_from_hits(hits, k) for hits in results]
         else:
-            results = searcher.search_batch(batch, k, mode=mode)
+            results = _search(searcher, batch, k, mode, collapse)
             ranked = [{str(hit.passage_id): hit.score for hit in hits} for hits in results]
         out.update(zip(ids[start : start + batch_size], ranked, strict=True))
         if progress:
             progress(len(batch))
     return out
+
+
+def _search(
+    searcher: Searcher, batch: list[str], k: int, mode: Mode, collapse: bool,
+    max_per_article: int | None = None,
+) -> list[list[Hit]]:
+    # `collapse` is passed only when on, so a Searcher written before it existed works.
+    if collapse:
+        return searcher.search_batch(
+            batch, k, mode=mode, max_per_article=max_per_article, collapse=True
+        )
+    return searcher.search_batch(batch, k, mode=mode, max_per_article=max_per_article)
 
 
 def documents_from_hits(hits: Iterable[Hit], k: int) -> dict[str, float]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import os
 import sys
 from collections.abc import Callable
@@ -61,6 +62,11 @@ def register(commands: Any) -> None:
     parser.add_argument("-k", type=int, default=100,
                         help="documents retrieved per query (default 100)")
     parser.add_argument("--batch-size", type=int, default=64, help="queries per search call")
+    parser.add_argument(
+        "--collapse", action="store_true",
+        help="also run each mode with duplicate groups collapsed (runs MODE-collapsed), "
+        "as the service answers by default, and compare the two",
+    )
     parser.add_argument("--stat-test", choices=["student", "fisher"], default="student",
                         help="paired test between runs (default student's t)")
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="model name or folder")
@@ -124,6 +130,12 @@ def run_eval(args: argparse.Namespace) -> int:
             f"(chunking {args.chunking}), model {embedder.spec()['model']} "
             f"({embedder.spec()['backend']})"
         )
+        if args.collapse:
+            groups = collection.store.duplicate_summary()
+            task.notes.append(
+                f"collapsed runs: {groups['articles_in_duplicate_groups']} documents are in "
+                f"{groups['duplicate_groups']} duplicate groups of two or more"
+            )
         runs = search_all(args, task, collection)
     report(args, task, runs)
     return EXIT_OK
@@ -145,13 +157,15 @@ def search_all(args: argparse.Namespace, task: Task, collection: Any) -> dict[st
         for fusion in fusions:
             label = "hybrid" if not args.fusion else f"hybrid-{fusion}".replace(":", "-")
             plan.append((label, mode, fusion))
+    collapses = (False, True) if args.collapse else (False,)
     runs = {}
-    for label, mode, fusion in plan:
+    for (label, mode, fusion), collapse in itertools.product(plan, collapses):
+        label = f"{label}-collapsed" if collapse else label
         searcher = Retriever(collection, fusion=fusion, lexical=lexical)
         bar = _bar(len(task.queries), label, "query", args.quiet)
         runs[label] = run(
             searcher, task.queries, mode=mode, k=task.k, level=task.level,  # type: ignore[arg-type]
-            batch_size=args.batch_size, progress=bar.update if bar else None,
+            batch_size=args.batch_size, progress=bar.update if bar else None, collapse=collapse,
         )
         if bar:
             bar.close()

@@ -89,7 +89,9 @@ class Hit:
     `score` is higher-is-better: cosine similarity for dense search, BM25 for lexical
     search, the fused score for hybrid search. `rank` is 1-based. `highlight` is the
     span, within `text`, of the sentence closest in meaning to the query, when the
-    search was asked to mark it (else None).
+    search was asked to mark it (else None). In a collapsed search, `duplicate_ids` are
+    the other articles of this hit's duplicate group (exact and near copies, oldest
+    first) and `duplicates` their number; otherwise 0 and ().
     """
 
     passage_id: int
@@ -104,6 +106,8 @@ class Hit:
     start: int
     end: int
     highlight: Span | None = None
+    duplicates: int = 0
+    duplicate_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

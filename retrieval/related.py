@@ -2,8 +2,10 @@
 
 The article's passages are summed up by their centroid: the mean of their unit vectors,
 renormalised. It is searched like a query vector over every passage, and each other
-article scores by its closest passage (cosine, in [-1, 1]). The README's "Related
-articles" section says why the centroid and not the best pair of passages.
+article scores by its closest passage (cosine, in [-1, 1]). The article's own exact
+and near copies (its duplicate group) are left out, and each other group appears once.
+The README's "Related articles" section says why the centroid and not the best pair
+of passages.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def related_articles(
         scores, ids = reader.dense(query, fetch, allowed)
         found = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
         ranked = best_per_article(found, reader, exclude=article_id)
-        kept = collapse_near_duplicates(article_id, ranked)
+        kept = collapse_near_duplicates(article_id, ranked, reader)
         if len(kept) >= k or len(found) < fetch:
             break
         fetch *= 4
@@ -70,11 +72,19 @@ def best_per_article(
 
 
 def collapse_near_duplicates(
-    article_id: str, ranked: list[tuple[str, float]]
+    article_id: str, ranked: list[tuple[str, float]], reader: Reader
 ) -> list[tuple[str, float]]:
-    """The seam where near-duplicates of `article_id` (and of each other) will be
-    collapsed out of `ranked`, keeping one per group. For now every article stays."""
-    return ranked
+    """`ranked` without the copies of `article_id` (its duplicate group: a copy is not a
+    related story) and with one article per other group, the best-ranked one."""
+    groups = reader.article_group_keys([article_id, *(article for article, _ in ranked)])
+    seen = {groups.get(article_id, "")}
+    kept = []
+    for article, score in ranked:
+        group = groups.get(article, f"a{article}")
+        if group not in seen:
+            seen.add(group)
+            kept.append((article, score))
+    return kept
 
 
 def related_records(ranked: Sequence[tuple[str, float]], reader: Reader) -> list[RelatedArticle]:

@@ -60,6 +60,7 @@ class Searcher(Protocol):
         mode: Mode = "dense",
         filters: Filters | None = None,
         max_per_article: int | None = None,
+        collapse: bool = False,
     ) -> list[list[Hit]]: ...
 
 
@@ -83,6 +84,10 @@ class SearchOptions:
         now: the reference date YYYY-MM-DD for freshness; None: today (UTC).
         sort: "score" (best first) or "date" (newest first among the hits scoring at
             least `min_score`, which it needs; undated ones last; ties by score).
+        collapse: one hit per duplicate group (an article and its exact and near
+            copies, found at ingest: duplicates.py), its best-scoring passage; the hit
+            carries the group's other articles (`Hit.duplicate_ids`, those matching
+            `filters`). k then counts groups, and so at most one passage per article.
     """
 
     k: int = 10
@@ -95,6 +100,7 @@ class SearchOptions:
     recency_half_life_days: float | None = None
     now: str | None = None
     sort: Sort = "score"
+    collapse: bool = False
 
     @property
     def needs_vectors(self) -> bool:
@@ -192,13 +198,14 @@ class Retriever:
         recency_half_life_days: float | None = None,
         now: str | None = None,
         sort: Sort = "score",
+        collapse: bool = False,
     ) -> list[Hit]:
         """The k passages closest to the query, best first (or newest first).
 
         Args:
             query: free text.
             k, mode, filters, max_per_article, offset, highlight, min_score,
-                recency_half_life_days, now, sort: see `SearchOptions`.
+                recency_half_life_days, now, sort, collapse: see `SearchOptions`.
 
         Raises:
             InputError: empty query, k or offset out of range, unknown mode or sort,
@@ -209,6 +216,7 @@ class Retriever:
             [query], k, mode=mode, filters=filters, max_per_article=max_per_article,
             offset=offset, highlight=highlight, min_score=min_score,
             recency_half_life_days=recency_half_life_days, now=now, sort=sort,
+            collapse=collapse,
         )[0]
 
     def search_batch(
@@ -225,12 +233,14 @@ class Retriever:
         recency_half_life_days: float | None = None,
         now: str | None = None,
         sort: Sort = "score",
+        collapse: bool = False,
     ) -> list[list[Hit]]:
         """`search` for several queries at once (their embeddings are computed together)."""
         options = SearchOptions(
             k=k, mode=mode, filters=filters, max_per_article=max_per_article, offset=offset,
             highlight=highlight, min_score=min_score,
             recency_half_life_days=recency_half_life_days, now=now, sort=sort,
+            collapse=collapse,
         )
         check_arguments(queries, options)
         vectors = self.embed_queries(queries) if options.needs_vectors else None
@@ -275,7 +285,8 @@ class Retriever:
                 candidates = self._candidates(
                     reader, query, vector, options, wanted, filters, allowed
                 )
-                results.append(self._hits(reader, candidates[offset:wanted]))
+                hits = self._hits(reader, candidates[offset:wanted])
+                results.append(with_duplicates(hits, reader, filters) if options.collapse else hits)
         return results
 
     def highlight(
@@ -336,16 +347,17 @@ class Retriever:
     ) -> list[Candidate]:
         """Enough candidates, in their final order, to fill `wanted` hits.
 
-        A per-article cap drops candidates, and freshness or date order reorders them,
-        so those searches ask for more and more (4x each round) until `complete` says no
-        candidate further down could change the answer, or every candidate is seen.
+        A per-article cap and collapsing drop candidates, and freshness or date order
+        reorders them, so those searches ask for more and more (4x each round) until
+        `complete` says no candidate further down could change the answer, or every
+        candidate is seen.
         """
         cap = options.max_per_article
         fetch, ceiling = wanted, None
         if options.reranks:
             ceiling = max(RERANK_MAX_POOL, wanted)
             fetch = min(max(wanted * 4, RERANK_POOL), ceiling)
-        elif cap:
+        elif cap or options.collapse:
             fetch = wanted * 4
         while True:
             raw = self._ranked(reader, query, vector, options.mode, fetch, filters, allowed)
@@ -354,6 +366,8 @@ class Retriever:
                 kept = [c for c in kept if c.score >= options.min_score]
             if cap:
                 kept = cap_per_article(kept, cap, reader)
+            if options.collapse:
+                kept = one_per_group(kept, reader)
             if len(raw) < fetch or fetch == ceiling or complete(kept, raw, wanted, options):
                 break
             fetch = fetch * 4 if ceiling is None else min(fetch * 4, ceiling)
@@ -509,6 +523,33 @@ def cap_per_article(candidates: Sequence[Candidate], cap: int, reader: Reader) -
             seen[article] = seen.get(article, 0) + 1
             kept.append(candidate)
     return kept
+
+
+def one_per_group(candidates: Sequence[Candidate], reader: Reader) -> list[Candidate]:
+    """Keeps the first (best-ranked) candidate of each duplicate group, in rank order.
+
+    Before date order on purpose: a group is represented by its best match, and then
+    placed by that article's date.
+    """
+    groups = reader.group_keys([c.passage_id for c in candidates])
+    seen: set[str] = set()
+    kept = []
+    for candidate in candidates:
+        group = groups.get(candidate.passage_id, f"p{candidate.passage_id}")
+        if group not in seen:
+            seen.add(group)
+            kept.append(candidate)
+    return kept
+
+
+def with_duplicates(hits: Sequence[Hit], reader: Reader, filters: Filters) -> list[Hit]:
+    """The hits, each carrying the other articles of its group that match the filters."""
+    others = reader.duplicates_of([hit.article_id for hit in hits], filters)
+    return [
+        replace(hit, duplicates=len(ids), duplicate_ids=tuple(ids))
+        for hit in hits
+        for ids in [others.get(hit.article_id, [])]
+    ]
 
 
 def complete(

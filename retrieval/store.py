@@ -1,9 +1,10 @@
 """The collection's single source of truth: one SQLite database in WAL mode.
 
 It holds articles, their passages with vectors (float32 blobs), an FTS5 table over
-passage text for lexical search, and a generation counter that every committed write
-bumps. The FAISS index is derived from it (see live_index.py). Each write is one
-transaction, so a reader, or a process killed mid-write, sees all of it or none.
+passage text for lexical search, each article's duplicate group (groups.py), and a
+generation counter that every committed write bumps. The FAISS index is derived from
+it (see live_index.py). Each write is one transaction, so a reader, or a process killed
+mid-write, sees all of it or none.
 
 The store is also the index's log: every passage row carries the generation that added
 it, and `removed` records the generation that deleted each passage, so the changes
@@ -33,6 +34,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from retrieval import groups
+from retrieval.duplicates import DEFAULT_RULE, DuplicateRule
 from retrieval.errors import CollectionLockedError
 from retrieval.records import Article, Filters, Passage
 
@@ -165,15 +168,20 @@ class Store:
         path: the database file (created with its schema when missing, unless readonly).
         readonly: open without writing anything (for copies and inspection).
         write_timeout: default seconds a write waits for another writer.
+        duplicate_rule: how articles are grouped as duplicates (groups.py); a store whose
+            groups were made by another rule, or that has articles without a group (a
+            collection made before groups existed), is regrouped on opening.
     """
 
     def __init__(
         self, path: Path, *, readonly: bool = False,
         write_timeout: float = DEFAULT_WRITE_TIMEOUT_S,
+        duplicate_rule: DuplicateRule = DEFAULT_RULE,
     ) -> None:
         self.path = path
         self.readonly = readonly
         self.write_timeout = write_timeout
+        self.duplicate_rule = duplicate_rule
         self._local = threading.local()
         self._connections: weakref.WeakSet[ThreadConnection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
@@ -181,6 +189,32 @@ class Store:
         if not readonly:
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(SCHEMA)
+            db.executescript(groups.SCHEMA)
+            self._group_ungrouped()
+        # A read-only copy of a collection made before groups existed has no such table:
+        # its searches then treat every article as its own group.
+        self.has_groups = self._has_table("duplicates")
+
+    def _group_ungrouped(self) -> None:
+        """The migration to duplicate groups, idempotent: one transaction that groups
+        every article lacking a group. It changes no article or passage, so it bumps no
+        generation; a reader sees either no groups or all of them."""
+        db = self._db
+        if not groups.stale(db, self.duplicate_rule):
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            groups.regroup(db, self.duplicate_rule)  # checks again, now holding the lock
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _has_table(self, name: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -381,6 +415,34 @@ class Store:
         )
         return {row["id"]: row for row in rows}
 
+    def group_keys(self, passage_ids: Sequence[int]) -> dict[int, str]:
+        """Each passage's duplicate group, as a key to collapse on (groups.py)."""
+        if not self.has_groups:
+            return {pid: f"a{article}" for pid, article in self.article_of(passage_ids).items()}
+        return groups.group_keys(self._db, passage_ids)
+
+    def article_group_keys(self, article_ids: Sequence[str]) -> dict[str, str]:
+        """Each stored article's duplicate group key, keyed by article id."""
+        if not self.has_groups:
+            return {row: f"a{row}" for row in self.article_rows(article_ids)}
+        return groups.article_group_keys(self._db, article_ids)
+
+    def duplicates_of(
+        self, article_ids: Sequence[str], filters: Filters | None = None
+    ) -> dict[str, list[str]]:
+        """The other articles in each article's duplicate group (matching `filters`),
+        oldest first; [] for an article alone in its group."""
+        if not self.has_groups:
+            return {article_id: [] for article_id in article_ids}
+        where, params = filters_sql(filters or Filters(), "a")
+        return groups.others_in_group(self._db, article_ids, where, params)
+
+    def duplicate_summary(self) -> dict[str, int]:
+        """Groups of two or more articles and the articles in them (scans the groups)."""
+        if not self.has_groups:
+            return {"duplicate_groups": 0, "articles_in_duplicate_groups": 0}
+        return groups.summary(self._db)
+
     def vectors(
         self, dim: int, *, since: int = 0, until: int | None = None, batch: int = 50_000
     ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
@@ -519,6 +581,8 @@ class Store:
                 ),
             )
             added.append(int(cursor.lastrowid or 0))
+        # In the same transaction as the article: a crash never leaves one without a group.
+        groups.assign(self._db, article.id, article.text, self.duplicate_rule)
         return removed, added
 
     def delete_article(self, article_id: str, generation: int) -> list[int]:

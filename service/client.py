@@ -69,7 +69,8 @@ class Call(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class Ranking:
-    """The re-ranking options of a search (see `retrieval.search.SearchOptions`).
+    """The re-ranking options of a search (see `retrieval.search.SearchOptions`), and
+    collapsing (None: the server's default, which is on).
 
     Sent only when set, so this client still talks to a server that predates them.
     """
@@ -78,6 +79,7 @@ class Ranking:
     recency_half_life_days: float | None = None
     now: str | None = None
     sort: Sort = "score"
+    collapse: bool | None = None
 
     def json(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -157,16 +159,23 @@ def item_path(kind: str, item_id: str | int) -> str:
     return f"/{kind}/{quote(str(item_id), safe='')}"
 
 
-HIT_FIELDS = tuple(f.name for f in dataclasses.fields(Hit) if f.name != "highlight")
+# Optional in an answer: a server that predates them sends none.
+OPTIONAL_HIT_FIELDS = ("highlight", "duplicates", "duplicate_ids")
+HIT_FIELDS = tuple(f.name for f in dataclasses.fields(Hit) if f.name not in OPTIONAL_HIT_FIELDS)
 
 
 def parse_hit(data: Any) -> Hit:
-    """A Hit from its JSON, with its best sentence's span when the search marked it."""
+    """A Hit from its JSON, with its best sentence's span when the search marked it, and
+    the copies it stands for when the search was collapsed."""
     values = require(data, HIT_FIELDS, "hit")
     values["score"] = float(values["score"])
     span = data.get("highlight")
     if isinstance(span, dict):
         values["highlight"] = Span(**require(span, ("start", "end"), "highlight"))
+    copies = data.get("duplicate_ids")
+    if isinstance(copies, list):
+        values["duplicate_ids"] = tuple(str(article_id) for article_id in copies)
+        values["duplicates"] = int(data.get("duplicates") or len(copies))
     return Hit(**values)
 
 
@@ -341,15 +350,17 @@ class RetrievalClient(BaseClient):
         recency_half_life_days: float | None = None,
         now: str | None = None,
         sort: Sort = "score",
+        collapse: bool | None = None,
     ) -> list[Hit]:
         """The k passages closest to the query, best first (see `Retriever.search`;
-        `min_score`, `recency_half_life_days`, `now` and `sort` as there).
+        `min_score`, `recency_half_life_days`, `now`, `sort` and `collapse` as there,
+        except that `collapse` left None is the server's default: on).
 
         Raises:
             RetrievalClientError: the server refused the query (status 4xx, its message),
                 failed, or could not be reached in time (status None).
         """
-        ranking = Ranking(min_score, recency_half_life_days, now, sort)
+        ranking = Ranking(min_score, recency_half_life_days, now, sort, collapse)
         call = search_call(query, k, mode, filters, max_per_article, offset, highlight, ranking)
         return self._send(call)
 
@@ -367,9 +378,10 @@ class RetrievalClient(BaseClient):
         recency_half_life_days: float | None = None,
         now: str | None = None,
         sort: Sort = "score",
+        collapse: bool | None = None,
     ) -> list[list[Hit]]:
         """`search` for several queries in one request: one list of hits per query."""
-        ranking = Ranking(min_score, recency_half_life_days, now, sort)
+        ranking = Ranking(min_score, recency_half_life_days, now, sort, collapse)
         call = batch_call(queries, k, mode, filters, max_per_article, offset, highlight, ranking)
         return self._send(call)
 
@@ -465,9 +477,10 @@ class AsyncRetrievalClient(BaseClient):
         recency_half_life_days: float | None = None,
         now: str | None = None,
         sort: Sort = "score",
+        collapse: bool | None = None,
     ) -> list[Hit]:
         """See `RetrievalClient.search`."""
-        ranking = Ranking(min_score, recency_half_life_days, now, sort)
+        ranking = Ranking(min_score, recency_half_life_days, now, sort, collapse)
         call = search_call(query, k, mode, filters, max_per_article, offset, highlight, ranking)
         return await self._send(call)
 
@@ -485,9 +498,10 @@ class AsyncRetrievalClient(BaseClient):
         recency_half_life_days: float | None = None,
         now: str | None = None,
         sort: Sort = "score",
+        collapse: bool | None = None,
     ) -> list[list[Hit]]:
         """See `RetrievalClient.search_batch`."""
-        ranking = Ranking(min_score, recency_half_life_days, now, sort)
+        ranking = Ranking(min_score, recency_half_life_days, now, sort, collapse)
         call = batch_call(queries, k, mode, filters, max_per_article, offset, highlight, ranking)
         return await self._send(call)
 

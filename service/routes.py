@@ -220,7 +220,7 @@ def search_options(
         k=body.k, mode=body.mode, filters=to_filters(body.filters),
         max_per_article=body.max_per_article, offset=body.offset, highlight=body.highlight,
         min_score=body.min_score, recency_half_life_days=body.recency_half_life_days,
-        now=body.now, sort=body.sort,
+        now=body.now, sort=body.sort, collapse=body.collapse,
     )
 
 
@@ -264,12 +264,13 @@ def hit_out(hit: Hit) -> schemas.HitOut:
     return schemas.HitOut(
         **{name: getattr(hit, name) for name in HIT_FIELDS},
         highlight=schemas.SpanOut(start=span.start, end=span.end) if span else None,
+        duplicate_ids=list(hit.duplicate_ids),
     )
 
 
 HIT_FIELDS = (
     "passage_id", "article_id", "title", "date", "source", "url", "text", "score", "rank",
-    "start", "end",
+    "start", "end", "duplicates",
 )
 
 

@@ -122,6 +122,11 @@ class SearchOptionsIn(RequestModel):
         "score", description="score: best first; date: newest first among the hits "
         "scoring at least min_score (needs min_score)",
     )
+    collapse: bool = Field(
+        True, description="one hit per group of duplicate articles (exact and near "
+        "copies, found at ingest), its best passage, with the group's other articles in "
+        "`duplicate_ids`; k counts groups. false: every passage on its own",
+    )
 
     @model_validator(mode="after")
     def _ranking(self) -> SearchOptionsIn:
@@ -162,6 +167,13 @@ class HitOut(BaseModel):
     end: int = Field(description="passage end in the article text")
     highlight: SpanOut | None = Field(
         None, description="best-matching sentence within `text`; only when asked for"
+    )
+    duplicates: int = Field(
+        0, description="how many other articles of this hit's duplicate group it stands "
+        "for (collapsed searches; else 0)",
+    )
+    duplicate_ids: list[str] = Field(
+        default_factory=list, description="those articles' ids, oldest first",
     )
 
 

@@ -200,7 +200,24 @@ def test_ranking_options_are_sent_only_when_set(client, recorder):
     client.search_batch(["x", "y"], min_score=-0.5)
     assert recorder.last_body["min_score"] == -0.5 and "sort" not in recorder.last_body
     client.search("x")  # unset: left out, so an older server still takes the body
-    assert not {"min_score", "recency_half_life_days", "now", "sort"} & set(recorder.last_body)
+    assert not {"min_score", "recency_half_life_days", "now", "sort", "collapse"} & set(
+        recorder.last_body
+    )
+    client.search("x", collapse=False)
+    assert recorder.last_body["collapse"] is False
+    client.search_batch(["x"], collapse=True)
+    assert recorder.last_body["collapse"] is True
+
+
+def test_a_hit_from_a_server_that_predates_collapsing_has_no_copies():
+    from service.client import parse_hit
+
+    old = {"passage_id": 1, "article_id": "a", "title": "T", "date": None, "source": None,
+           "url": None, "text": "x", "score": 0.5, "rank": 1, "start": 0, "end": 1}
+    hit = parse_hit(old)
+    assert (hit.duplicates, hit.duplicate_ids) == (0, ())
+    hit = parse_hit({**old, "duplicates": 2, "duplicate_ids": ["b", "c"]})
+    assert (hit.duplicates, hit.duplicate_ids) == (2, ("b", "c"))
 
 
 def test_related_comes_back_as_records(client, recorder):
@@ -447,10 +464,15 @@ NEWS = [
 
 
 def search_all(
-    searcher: Any, mode: str, filters: Filters | None, cap: int | None
+    searcher: Any, mode: str, filters: Filters | None, cap: int | None, collapse: bool = False
 ) -> list[list[Hit]]:
-    """Scores any `retrieval.search.Searcher`: the evaluation code's view of both."""
-    return searcher.search_batch(PARITY_QUERIES, 5, mode=mode, filters=filters, max_per_article=cap)
+    """Scores any `retrieval.search.Searcher`: the evaluation code's view of both.
+
+    `collapse` is given to both: the library leaves it off by default, the service on.
+    """
+    return searcher.search_batch(
+        PARITY_QUERIES, 5, mode=mode, filters=filters, max_per_article=cap, collapse=collapse
+    )
 
 
 @pytest.fixture(scope="module")
@@ -493,7 +515,9 @@ def test_client_and_retriever_return_the_same_hits(parity_collection, served, mo
         assert [(h.passage_id, h.rank) for h in theirs] == [(h.passage_id, h.rank) for h in mine]
         assert [h.score for h in theirs] == pytest.approx([h.score for h in mine], abs=1e-5)
         assert [without_score(h) for h in theirs] == [without_score(h) for h in mine]
-    one = served.search(PARITY_QUERIES[0], 5, mode=mode, filters=filters, max_per_article=cap)
+    one = served.search(
+        PARITY_QUERIES[0], 5, mode=mode, filters=filters, max_per_article=cap, collapse=False
+    )
     assert [h.passage_id for h in one] == [h.passage_id for h in local[0]]
 
 
@@ -514,7 +538,7 @@ def test_client_and_retriever_agree_on_min_score_freshness_and_date_order(
 
     queries = ["storm floods", *PARITY_QUERIES]
     local = Retriever(parity_collection).search_batch(queries, 5, **options)
-    remote = served.search_batch(queries, 5, **options)
+    remote = served.search_batch(queries, 5, collapse=False, **options)
     assert any(local)
     for mine, theirs in zip(local, remote, strict=True):
         assert [(h.passage_id, h.rank) for h in theirs] == [(h.passage_id, h.rank) for h in mine]

@@ -205,3 +205,29 @@ STATIC = Path(__file__).resolve().parent.parent / "service" / "static"
 def test_no_server_string_goes_through_inner_html():
     scripts = "\n".join(p.read_text() for p in STATIC.glob("*.js"))
     assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", scripts)
+
+
+def test_copies_are_folded_into_one_result_unless_asked_not_to(browser, base_url):
+    # Last in the module: the copy it adds joins "rain"'s duplicate group.
+    copy = {"id": "rain-copy", "title": "Coast hit by storms", "source": "other wire",
+            "text": "Heavy rain flooded roads along the coast on Monday.\n\n"
+                    "Emergency crews rescued drivers from stranded cars."}
+    added = httpx2.post(f"{base_url}/articles", json={"articles": [copy]}, timeout=30)
+    assert added.status_code == 200, added.text
+    browser.get(base_url + "/?q=heavy+rain+flooded+coastal+roads&k=3")
+    first = wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#results > li:first-child"))
+    )
+    copies = first.find_element(By.CSS_SELECTOR, ".copies")
+    assert copies.text.startswith("and 1 copy (")
+    other = copies.find_element(By.TAG_NAME, "a")
+    assert other.text in ("rain", "rain-copy") and other.text in other.get_attribute("href")
+    assert browser.find_element(By.ID, "collapse").is_selected()
+
+    browser.find_element(By.ID, "collapse").click()  # off: every article on its own
+    browser.find_element(By.ID, "submit").click()
+    wait(browser).until(lambda driver: "collapse=0" in driver.current_url)
+    wait(browser).until(lambda driver: not driver.find_elements(By.CSS_SELECTOR, ".copies"))
+    hits = browser.find_elements(By.CSS_SELECTOR, "#results > li")
+    titles = {hit.find_element(By.CSS_SELECTOR, "h2 a").text for hit in hits}
+    assert {"Storms hit the coast", "Coast hit by storms"} <= titles

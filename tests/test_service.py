@@ -358,7 +358,7 @@ def test_searches_during_an_ingest_see_whole_articles_only(client):
     writer.start()
     seen = []
     while writer.is_alive():
-        seen.append(search(client, query="glaciers retreating", k=100,
+        seen.append(search(client, query="glaciers retreating", k=100, collapse=False,
                            filters={"article_ids": ids})["hits"])
     writer.join()
     passages = {i: len(client.get(f"/articles/{i}").json()["passages"]) for i in ids}

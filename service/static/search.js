@@ -8,6 +8,7 @@ const kInput = document.getElementById("k");
 const minScoreInput = document.getElementById("min-score");
 const halfLifeInput = document.getElementById("half-life");
 const sortSelect = document.getElementById("sort");
+const collapseBox = document.getElementById("collapse");
 const statusLine = document.getElementById("status");
 const errorLine = document.getElementById("error");
 const results = document.getElementById("results");
@@ -44,6 +45,8 @@ function rankingOptions() {
   if (minScore !== null) options.min_score = minScore;
   if (halfLife !== null && halfLife > 0) options.recency_half_life_days = halfLife;
   if (sortSelect.value === "date") options.sort = "date";
+  // Collapsing is the service's default; only turning it off needs saying.
+  if (!collapseBox.checked) options.collapse = false;
   return options;
 }
 
@@ -62,12 +65,23 @@ function renderHit(hit) {
     hit.date ? el("time", { datetime: hit.date }, formatDate(hit.date)) : null,
     hit.source ? el("span", { class: "source" }, hit.source) : null,
     el("span", { class: "score", title: "similarity score (higher is closer)" },
-       `score ${hit.score.toFixed(3)}`));
+       `score ${hit.score.toFixed(3)}`),
+    hit.duplicates ? renderCopies(hit) : null);
   const span = hit.highlight || {};
   const passage = el("p", { class: "passage" }, withSpan(hit.text, span.start, span.end));
   return el("li", { class: "hit", "data-passage-id": hit.passage_id },
     el("h2", { class: "hit-title" }, el("a", { href: articleLink(hit) }, title)),
     meta, passage);
+}
+
+/** "and N copies", each a link to that copy. */
+function renderCopies(hit) {
+  const n = hit.duplicates;
+  const links = hit.duplicate_ids.map((id) =>
+    el("a", { href: `static/article.html?${new URLSearchParams({ id })}` }, id));
+  const list = links.flatMap((link, i) => (i ? [", ", link] : [link]));
+  return el("span", { class: "copies", title: "the same story, also stored as" },
+    `and ${n} ${n === 1 ? "copy" : "copies"} (`, ...list, ")");
 }
 
 function renderResults(answer) {
@@ -99,6 +113,7 @@ async function search({ pushHistory = true } = {}) {
       params.set("half_life", request.recency_half_life_days);
     }
     if (request.sort) params.set("sort", request.sort);
+    if (request.collapse === false) params.set("collapse", "0");
     history.replaceState(null, "", `?${params}`);
   }
   if (inFlight) inFlight.abort(); // a newer search replaces the one still on its way
@@ -147,8 +162,8 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
-// A shared link (?q=...&mode=...&k=...&min_score=...&half_life=...&sort=...) runs its
-// search on load.
+// A shared link (?q=...&mode=...&k=...&min_score=...&half_life=...&sort=...&collapse=0)
+// runs its search on load.
 (function restoreFromAddress() {
   const params = new URLSearchParams(location.search);
   if (MODES.includes(params.get("mode"))) modeSelect.value = params.get("mode");
@@ -160,6 +175,7 @@ document.addEventListener("keydown", (event) => {
     halfLifeInput.value = numberOrNull(params.get("half_life"));
   }
   if (SORTS.includes(params.get("sort"))) sortSelect.value = params.get("sort");
+  if (params.get("collapse") === "0") collapseBox.checked = false;
   if (params.get("q")) {
     queryBox.value = params.get("q");
     search({ pushHistory: false });
