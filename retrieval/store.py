@@ -22,6 +22,7 @@ writer in at a time, across processes, and makes the others wait up to a timeout
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import weakref
@@ -42,6 +43,8 @@ from retrieval.records import Article, Filters, Passage
 # The store's file name in a collection directory.
 STORE = "store.sqlite"
 # How long a write waits for another process's write to finish before giving up.
+logger = logging.getLogger(__name__)
+
 DEFAULT_WRITE_TIMEOUT_S = 10.0
 
 SCHEMA = """
@@ -202,7 +205,17 @@ class Store:
         db = self._db
         if not groups.stale(db, self.duplicate_rule):
             return
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            # Another process writes, most likely this same migration (a large old
+            # collection takes minutes). Open without it: an article without a group is
+            # its own group until a later open groups it, so nothing is wrong meanwhile.
+            logger.warning("%s: duplicate groups not brought up to date now: another "
+                           "process is writing; the next open will", self.path.parent)
+            return
         try:
             groups.regroup(db, self.duplicate_rule)  # checks again, now holding the lock
         except BaseException:
