@@ -211,11 +211,14 @@ def write_collection(path: Path, embedder: Any, vectors: np.ndarray, spec: str) 
     with Collection.open(path, embedder, index_spec=spec, background=False):
         pass
     store = Store(path / STORE)
-    per_article, text = 10, "synthetic passage"
+    per_article = 10
     try:
         for start in range(0, len(vectors), 100_000):
             with store.transaction() as generation:
                 for a in range(start, min(start + 100_000, len(vectors)), per_article):
+                    # A text of its own: one text for all would make every synthetic
+                    # article a copy of the others, a single duplicate group.
+                    text = f"synthetic passage {a // per_article}"
                     article = Article(id=f"a{a // per_article}", title="", text=text)
                     rows = [
                         NewPassage(ordinal=i, start=0, end=len(text), text=text, n_tokens=4,

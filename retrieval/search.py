@@ -47,6 +47,11 @@ HIGHLIGHT_MAX_HITS = 10
 # Candidates a re-ranked search starts from, at least; and the most it gathers.
 RERANK_POOL = 100
 RERANK_MAX_POOL = 10_000
+# Collapsing drops every candidate of a group but its best, so a group of thousands of
+# copies (boilerplate, a wire story filed all day) would make each search read deeper
+# and deeper: 4x per round, up to the whole collection. It stops at this many
+# candidates; past them, fewer than k groups may come back.
+COLLAPSE_MAX_POOL = 10_000
 
 
 class Searcher(Protocol):
@@ -359,6 +364,9 @@ class Retriever:
             fetch = min(max(wanted * 4, RERANK_POOL), ceiling)
         elif cap or options.collapse:
             fetch = wanted * 4
+            if options.collapse:
+                ceiling = max(COLLAPSE_MAX_POOL, wanted)
+                fetch = min(fetch, ceiling)
         while True:
             raw = self._ranked(reader, query, vector, options.mode, fetch, filters, allowed)
             kept = self._decayed(reader, raw, options)

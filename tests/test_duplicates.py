@@ -212,3 +212,27 @@ def test_short_texts_and_bad_rules():
         DuplicateRule(jaccard=0.0)
     with pytest.raises(ValueError, match="containment"):
         DuplicateRule(containment=1.5)
+
+
+def test_collapsing_a_huge_group_stops_at_the_candidate_ceiling(tmp_path, embedder, monkeypatch):
+    """A group of many copies must not make a collapsed search read the whole collection:
+    it reads at most COLLAPSE_MAX_POOL candidates (here 12), then answers with what it has."""
+    import retrieval.search as search
+
+    monkeypatch.setattr(search, "COLLAPSE_MAX_POOL", 12)
+    (original,) = bbc(ORIGINAL)
+    copies = [dataclasses.replace(original, id=f"copy-{i}") for i in range(30)]
+    fetched: list[int] = []
+    ranked = search.Retriever._ranked
+
+    def counting(self, reader, query, vector, mode, fetch, *args):
+        fetched.append(fetch)
+        return ranked(self, reader, query, vector, mode, fetch, *args)
+
+    monkeypatch.setattr(search.Retriever, "_ranked", counting)
+    with Collection.open(tmp_path / "c", embedder, background=False) as collection:
+        collection.add_articles([*copies, *bbc(*OTHERS)])
+        hits = Retriever(collection).search(original.title, k=3, collapse=True)
+    assert max(fetched) == 12 and len(collection.duplicates_of(["copy-0"])["copy-0"]) == 29
+    assert hits[0].article_id.startswith("copy-") and hits[0].duplicates == 29
+    assert len({hit.article_id for hit in hits}) == len(hits) <= 3
