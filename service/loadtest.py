@@ -87,12 +87,17 @@ def server_process(command: list[str], port: int, *, startup_s: float = 180) -> 
         wait_until_ready(url, process, startup_s)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Asks a server process to stop; kills it if it is still running after 30 s."""
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -44,7 +44,7 @@ from retrieval.index_policy import IndexPolicy
 from retrieval.records import Article
 from retrieval.search import Retriever
 from retrieval.store import NewPassage, Store
-from service.loadtest import free_port, wait_until_ready
+from service.loadtest import free_port, stop, wait_until_ready
 
 CHILD_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -245,12 +245,7 @@ def service_process(path: Path, log: Path) -> Iterator[tuple[str, subprocess.Pop
         yield url, process
     finally:
         if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 class Writer(threading.Thread):
