@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from retrieval import checkpoint
+from retrieval import checkpoint, duplicates
 from retrieval.backends import default_embedder, make_embedder
 from retrieval.chunking import ChunkerSettings
 from retrieval.embedding import DEFAULT_MODEL, Embedder
@@ -454,7 +454,9 @@ class Collection:
             return
         pieces = [passages_for(article, self.embedder, self.chunker) for article in changed]
         inputs = [text for article_pieces in pieces for _, text in article_pieces]
-        vectors = self.embedder.embed_documents(inputs)  # slow: before the transaction
+        # The slow parts, before the transaction, so other writers wait only for rows.
+        vectors = self.embedder.embed_documents(inputs)
+        fingerprints = [duplicates.fingerprint(article.text) for article in changed]
         rows, offset = [], 0
         for article_pieces in pieces:
             rows.append(
@@ -462,8 +464,10 @@ class Collection:
             )
             offset += len(article_pieces)
         with self.store.transaction(timeout) as generation:
-            for article, article_rows in zip(changed, rows, strict=True):
-                gone, new = self.store.put_article(article, article_rows, generation)
+            for article, article_rows, fingerprint in zip(
+                changed, rows, fingerprints, strict=True
+            ):
+                gone, new = self.store.put_article(article, article_rows, generation, fingerprint)
                 report.passages_removed += len(gone)
                 report.passages_added += len(new)
                 if article.id in known:

@@ -52,9 +52,15 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('duplicate_groups', '0');
 RULE_KEY = "duplicate_rule"
 
 
-def assign(db: sqlite3.Connection, article_id: str, text: str, rule: DuplicateRule) -> int:
-    """Gives a just-inserted article its group (inside its write); returns the group id."""
-    found = duplicates.fingerprint(text)
+def assign(
+    db: sqlite3.Connection, article_id: str, found: duplicates.Fingerprint, rule: DuplicateRule
+) -> int:
+    """Gives a just-inserted article its group (inside its write); returns the group id.
+
+    `found` is the article's `duplicates.fingerprint`, made by the caller before the
+    write: hashing is CPU work (and its first call imports datasketch and scipy, over
+    half a second) that other writers should not wait for.
+    """
     group = _exact_group(db, found.exact)
     if group is None:
         group = _near_group(db, found, rule)
@@ -137,7 +143,7 @@ def regroup(db: sqlite3.Connection, rule: DuplicateRule) -> int:
         "(SELECT 1 FROM duplicates d WHERE d.article_id = a.id) ORDER BY rowid"
     ).fetchall()
     for article_id, text in rows:
-        assign(db, article_id, text, rule)
+        assign(db, article_id, duplicates.fingerprint(text), rule)
     return len(rows)
 
 

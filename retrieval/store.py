@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from retrieval import groups
+from retrieval import duplicates, groups
 from retrieval.duplicates import DEFAULT_RULE, DuplicateRule
 from retrieval.errors import CollectionLockedError
 from retrieval.records import Article, Filters, Passage
@@ -551,9 +551,14 @@ class Store:
     # -- writes (inside transaction()) ---------------------------------------------------
 
     def put_article(
-        self, article: Article, passages: Iterable[NewPassage], generation: int
+        self, article: Article, passages: Iterable[NewPassage], generation: int,
+        fingerprint: duplicates.Fingerprint | None = None,
     ) -> tuple[list[int], list[int]]:
         """Inserts or replaces an article with its passages.
+
+        Args:
+            fingerprint: `duplicates.fingerprint(article.text)`, made before the
+                transaction so that it does not hold the write lock (made here if None).
 
         Returns:
             (ids of the passages removed, ids of the passages added).
@@ -595,7 +600,9 @@ class Store:
             )
             added.append(int(cursor.lastrowid or 0))
         # In the same transaction as the article: a crash never leaves one without a group.
-        groups.assign(self._db, article.id, article.text, self.duplicate_rule)
+        if fingerprint is None:
+            fingerprint = duplicates.fingerprint(article.text)
+        groups.assign(self._db, article.id, fingerprint, self.duplicate_rule)
         return removed, added
 
     def delete_article(self, article_id: str, generation: int) -> list[int]:

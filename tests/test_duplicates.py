@@ -11,6 +11,7 @@ import sqlite3
 import pytest
 from conftest import DATASETS
 
+from retrieval import duplicates
 from retrieval.collection import Collection
 from retrieval.duplicates import DuplicateRule, shingles
 from retrieval.records import Article, Filters
@@ -236,3 +237,20 @@ def test_collapsing_a_huge_group_stops_at_the_candidate_ceiling(tmp_path, embedd
     assert max(fetched) == 12 and len(collection.duplicates_of(["copy-0"])["copy-0"]) == 29
     assert hits[0].article_id.startswith("copy-") and hits[0].duplicates == 29
     assert len({hit.article_id for hit in hits}) == len(hits) <= 3
+
+
+def test_fingerprints_are_made_before_the_write_transaction(tmp_path, embedder, monkeypatch):
+    # Hashing inside the transaction held the write lock for 0.6 s on a process's first
+    # write (datasketch's import), long enough to make another process's write time out.
+    inside_a_transaction = []
+    with Collection.open(tmp_path / "c", embedder) as collection:
+        real = duplicates.fingerprint
+
+        def watched(text: str) -> duplicates.Fingerprint:
+            inside_a_transaction.append(collection.store._db.in_transaction)
+            return real(text)
+
+        monkeypatch.setattr(duplicates, "fingerprint", watched)
+        collection.add_articles(bbc(ORIGINAL, *OTHERS))
+        assert len(collection.store.article_group_keys([ORIGINAL, *OTHERS])) == 3
+    assert inside_a_transaction == [False, False, False]
