@@ -8,6 +8,7 @@ naming a backend costs nothing until it is used.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,11 @@ from retrieval.errors import CollectionFormatError, InputError
 
 logger = logging.getLogger(__name__)
 
-# The backend of new collections when none is chosen. openvino-int8 is 2.6x faster end to
-# end and embeds a query in ~2-3 ms instead of 12-15, but it moved MED's hybrid nDCG@10
-# by -0.007 (30 queries; README), past the 0.005 the evaluation allows, so the exact
-# model stays the default and the fast one is a collection setting (--backend).
-DEFAULT_BACKEND = "torch"
+# The backend of new collections when none is named: "auto" is the fastest on this CPU
+# of those that passed the quality guard (backend_choice.py), measured once per machine.
+# RETRIEVAL_BACKEND names one instead.
+DEFAULT_BACKEND = "auto"
+BACKEND_VARIABLE = "RETRIEVAL_BACKEND"
 
 
 def torch_embedder(model: str | Path) -> Embedder:
@@ -46,25 +47,51 @@ BACKENDS: dict[str, Callable[[str | Path], Embedder]] = {
 }
 
 
-def default_backend() -> str:
-    """DEFAULT_BACKEND when its libraries are installed (retrieval[fast]), else "torch"."""
-    from importlib.util import find_spec
+def default_backend(model: str | Path = DEFAULT_MODEL) -> str:
+    """The backend of new collections: $RETRIEVAL_BACKEND, else the automatic choice.
 
-    if DEFAULT_BACKEND.startswith("openvino") and not (find_spec("openvino") and find_spec("nncf")):
-        logger.info("openvino/nncf not installed (retrieval[fast]): embedding with torch")
-        return "torch"
-    return DEFAULT_BACKEND
+    Raises:
+        InputError: $RETRIEVAL_BACKEND names no backend.
+    """
+    named = os.environ.get(BACKEND_VARIABLE, "").strip() or DEFAULT_BACKEND
+    if named != "auto":
+        if named not in BACKENDS:
+            raise InputError(f"{BACKEND_VARIABLE}={named!r} names no backend: use auto or "
+                             f"one of {', '.join(BACKENDS)}")
+        return named
+    from retrieval.backend_choice import chosen_backend
+    from retrieval.embedding import resolve_model
+
+    location = resolve_model(model)
+    if not isinstance(location, Path):
+        return "torch"  # not a folder: make_embedder reports it
+    return chosen_backend(location).backend
+
+
+def describe_default() -> str:
+    """What new collections get and why, without measuring anything (for `retrieval info`)."""
+    named = os.environ.get(BACKEND_VARIABLE, "").strip() or DEFAULT_BACKEND
+    if named != "auto":
+        return f"{named} (from ${BACKEND_VARIABLE})"
+    from retrieval.backend_choice import cached_choice
+    from retrieval.embedding import default_model_path
+
+    choice = cached_choice(default_model_path())
+    if choice is None:
+        return "auto: not measured on this machine yet (done when a first collection is made)"
+    return choice.reason()
 
 
 def make_embedder(backend: str | None = None, model: str | Path = DEFAULT_MODEL) -> Embedder:
     """The embedder for a backend name: "torch", "openvino-int8" or "openvino-fp32".
 
-    None picks `default_backend()`.
+    None (or "auto") picks `default_backend(model)`.
 
     Raises:
         InputError: an unknown backend.
     """
-    backend = backend or default_backend()
+    if backend in (None, "auto"):
+        backend = default_backend(model)
     if backend not in BACKENDS:
         choices = ", ".join(BACKENDS)
         raise InputError(f"unknown embedding backend {backend!r}: use one of {choices}")

@@ -254,6 +254,18 @@ def evaluate(
     return out
 
 
+def per_query(qrels: Qrels, run_: Run, metric: str) -> dict[str, float]:
+    """{query id: the metric for that query} over every judged query (0 for one the run
+    missed), computed by ranx: the values a paired test between two runs compares."""
+    from ranx import evaluate as ranx_evaluate
+
+    ranx_run = _ranx_run(run_, "run")
+    with _quiet_numba():
+        ranx_evaluate(_ranx_qrels(qrels), ranx_run, metric, make_comparable=True)
+    scores = ranx_run.scores[metric]
+    return {qid: float(scores.get(qid, 0.0)) for qid, docs in qrels.items() if docs}
+
+
 @contextmanager
 def _quiet_numba() -> Iterator[None]:
     """ranx's numba kernels warn about an unsigned-to-signed cast of query counts."""

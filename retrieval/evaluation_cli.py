@@ -70,9 +70,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--stat-test", choices=["student", "fisher"], default="student",
                         help="paired test between runs (default student's t)")
     parser.add_argument("--model", default="all-MiniLM-L6-v2", help="model name or folder")
-    parser.add_argument("--backend", choices=["torch", "openvino-int8", "openvino-fp32"],
-                        default=None, help="embedding backend (default: the engine's default "
-                        "for new collections, openvino-int8 when installed)")
+    parser.add_argument("--backend", choices=["auto", "torch", "openvino-int8", "openvino-fp32"],
+                        default=None, help="embedding backend (default auto: the engine's "
+                        "choice for new collections on this machine)")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="write metrics.json, results.md, results.png and run.MODE.trec")
     parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
@@ -107,23 +107,10 @@ def load_model(model: str, backend: str | None = None) -> Any:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from retrieval.chunking import ChunkerSettings
-    from retrieval.evaluation import QueryCache, cached_collection
-
     task = load_task(args)
-    embedder = QueryCache(load_model(args.model, args.backend))
-    chunker = ChunkerSettings(mode=args.chunking)
-    name = f"{args.dataset.resolve().name}-{args.chunking}"
-    bar = _bar(len(task.articles), "indexing (once per corpus and settings)", "doc", args.quiet)
-    collection = cached_collection(
-        task.articles, task.corpus, embedder=embedder, chunker=chunker,
-        cache=args.cache or default_cache(), name=name, progress=bar.update if bar else None,
-    )
-    if bar:
-        bar.close()
+    collection = open_collection(args, task)
     with collection:
-        if task.derive_qrels is not None:
-            task.qrels = task.derive_qrels(collection)
+        embedder = collection.embedder
         info = collection.info()
         task.notes.append(
             f"collection {info.path}: {info.articles} documents, {info.passages} passages "
@@ -139,6 +126,27 @@ def run_eval(args: argparse.Namespace) -> int:
         runs = search_all(args, task, collection)
     report(args, task, runs)
     return EXIT_OK
+
+
+def open_collection(args: argparse.Namespace, task: Task) -> Any:
+    """The task's cached collection (indexed now if it is not yet), with its qrels
+    derived when they name passages. Close it when done."""
+    from retrieval.chunking import ChunkerSettings
+    from retrieval.evaluation import QueryCache, cached_collection
+
+    embedder = QueryCache(load_model(args.model, args.backend))
+    chunker = ChunkerSettings(mode=args.chunking)
+    name = f"{args.dataset.resolve().name}-{args.chunking}"
+    bar = _bar(len(task.articles), "indexing (once per corpus and settings)", "doc", args.quiet)
+    collection = cached_collection(
+        task.articles, task.corpus, embedder=embedder, chunker=chunker,
+        cache=args.cache or default_cache(), name=name, progress=bar.update if bar else None,
+    )
+    if bar:
+        bar.close()
+    if task.derive_qrels is not None:
+        task.qrels = task.derive_qrels(collection)
+    return collection
 
 
 def search_all(args: argparse.Namespace, task: Task, collection: Any) -> dict[str, Any]:

@@ -31,6 +31,9 @@ from retrieval.related import related_articles
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
+# Hybrid beats the better of dense and lexical on every labelled set measured (README,
+# "How good it is"), at the cost of one FTS5 query and a fusion per search.
+DEFAULT_MODE: Mode = "hybrid"
 Sort = Literal["score", "date"]
 # Reciprocal rank fusion constant (Cormack et al. 2009): damps the head of each list.
 RRF_K = 60
@@ -62,7 +65,7 @@ class Searcher(Protocol):
         queries: Sequence[str],
         k: int = 10,
         *,
-        mode: Mode = "dense",
+        mode: Mode = DEFAULT_MODE,
         filters: Filters | None = None,
         max_per_article: int | None = None,
         collapse: bool = False,
@@ -96,7 +99,7 @@ class SearchOptions:
     """
 
     k: int = 10
-    mode: Mode = "dense"
+    mode: Mode = DEFAULT_MODE
     filters: Filters | None = None
     max_per_article: int | None = None
     offset: int = 0
@@ -194,7 +197,7 @@ class Retriever:
         query: str,
         k: int = 10,
         *,
-        mode: Mode = "dense",
+        mode: Mode = DEFAULT_MODE,
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,
@@ -229,7 +232,7 @@ class Retriever:
         queries: Sequence[str],
         k: int = 10,
         *,
-        mode: Mode = "dense",
+        mode: Mode = DEFAULT_MODE,
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,

@@ -41,8 +41,9 @@ from typing import Any
 
 import httpx2
 
-from retrieval.bench_common import BBC, cpu_info, percentile_ms, print_result
+from retrieval.bench_common import BBC, percentile_ms, print_result
 from retrieval.bench_writes import renamed
+from retrieval.cpu import cpu_info, cpu_summary
 from retrieval.records import Article
 from service import live_load
 from service.live_load import Soak, child_env
@@ -394,11 +395,9 @@ def live_table(r: dict[str, Any]) -> str:
                       f"{cost['amortized_checkpoint_s']} s, "
                       f"{cost['amortized_checkpoint_bytes']:,.0f} B"))
     lines += [f"| {name} | {value} | - | - |" for name, value in facts]
-    flags = ", ".join(f"{flag} {'yes' if cpu[flag] else 'no'}"
-                      for flag in ("avx2", "avx512f", "avx512_vnni"))
     lines += [
         "",
-        f"CPU: {cpu['model']} ({cpu['cpus']} CPUs); {flags}, amx {' '.join(cpu['amx']) or 'no'}",
+        f"CPU: {cpu_summary(cpu)}",
         f"command: {r['command']}",
         f"result: {'PASS' if r['passed'] else 'FAIL'}",
     ]

@@ -31,6 +31,8 @@ __all__ = ["AsyncRetrievalClient", "RetrievalClient", "RetrievalClientError"]
 
 # The same literals as retrieval.search.Mode and Sort, which cannot be imported here (numpy).
 Mode = Literal["dense", "lexical", "hybrid"]
+# retrieval.search.DEFAULT_MODE (tests/test_client.py checks that they agree).
+DEFAULT_MODE: Mode = "hybrid"
 Sort = Literal["score", "date"]
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 10.0
@@ -341,7 +343,7 @@ class RetrievalClient(BaseClient):
         query: str,
         k: int = 10,
         *,
-        mode: Mode = "dense",
+        mode: Mode = DEFAULT_MODE,
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,
@@ -369,7 +371,7 @@ class RetrievalClient(BaseClient):
         queries: Sequence[str],
         k: int = 10,
         *,
-        mode: Mode = "dense",
+        mode: Mode = DEFAULT_MODE,
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,
@@ -468,7 +470,7 @@ class AsyncRetrievalClient(BaseClient):
         query: str,
         k: int = 10,
         *,
-        mode: Mode = "dense",
+        mode: Mode = DEFAULT_MODE,
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,
@@ -489,7 +491,7 @@ class AsyncRetrievalClient(BaseClient):
         queries: Sequence[str],
         k: int = 10,
         *,
-        mode: Mode = "dense",
+        mode: Mode = DEFAULT_MODE,
         filters: Filters | None = None,
         max_per_article: int | None = None,
         offset: int = 0,

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from retrieval.records import is_iso_date
-from retrieval.search import MAX_QUERY_CHARS
+from retrieval.search import DEFAULT_MODE, MAX_QUERY_CHARS
 from service.settings import K_CEILING
 
 MAX_BATCH_QUERIES = 64
@@ -100,7 +100,7 @@ class SearchOptionsIn(RequestModel):
     """What a search asks for besides the query text."""
 
     k: int = Field(10, ge=1, le=K_CEILING, description="hits wanted; at most the server's max_k")
-    mode: Mode = "dense"
+    mode: Mode = DEFAULT_MODE
     filters: FiltersIn | None = None
     max_per_article: int | None = Field(None, ge=1, le=K_CEILING)
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="skip this many best hits (paging)")

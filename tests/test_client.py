@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -400,6 +401,23 @@ def test_the_client_imports_without_torch_faiss_numpy_or_fastapi():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "imported"
+
+
+def test_every_way_in_defaults_to_the_engines_mode():
+    # The client and the CLI spell the default out (importing the engine there would be
+    # heavy or slow); this keeps the five places one decision.
+    import inspect
+
+    from retrieval import cli
+    from retrieval.search import DEFAULT_MODE, Retriever
+
+    assert DEFAULT_MODE == "hybrid"
+    assert inspect.signature(Retriever.search).parameters["mode"].default == DEFAULT_MODE
+    assert schemas.SearchRequest.model_fields["mode"].default == DEFAULT_MODE
+    assert inspect.signature(RetrievalClient.search).parameters["mode"].default == DEFAULT_MODE
+    assert cli.build_parser().parse_args(["search", "q"]).mode == DEFAULT_MODE
+    page = (Path(__file__).parents[1] / "service/static/index.html").read_text("utf-8")
+    assert f'<option value="{DEFAULT_MODE}" selected>' in page
 
 
 def test_the_client_extra_pulls_in_no_engine():

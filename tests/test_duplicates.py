@@ -83,7 +83,7 @@ def test_exact_and_republished_copies_share_a_group_and_a_follow_up_does_not(bbc
 def test_collapse_returns_k_groups_with_the_copies_they_stand_for(bbc_collection):
     retriever = Retriever(bbc_collection)
     query = "Time Warner quarterly profits and AOL subscribers"
-    plain = retriever.search(query, 10)
+    plain = retriever.search(query, 10, mode="dense")
     assert [h.article_id for h in plain[:4]].count(ORIGINAL) >= 1  # copies crowd the top
     assert [h.article_id for h in plain[:4]].count(COPY) >= 1
     assert all(h.duplicates == 0 and h.duplicate_ids == () for h in plain)

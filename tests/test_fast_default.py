@@ -1,0 +1,122 @@
+"""The fast engine by default: the quality guard, and the backend chosen per machine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_evaluation import CORPUS, QRELS, QUERIES, write_beir
+
+from retrieval import backend_choice, backends, guard
+from retrieval.backend_choice import Speed
+from retrieval.cli import main
+from retrieval.embedding import default_model_path
+from retrieval.embedding_openvino import export_key
+from retrieval.errors import InputError
+from retrieval.guard import Comparison, GuardSet, paired
+
+# -- the guard's rule, on numbers made up to sit on either side of it -----------------------
+
+
+def test_a_loss_on_every_query_is_worse_and_noise_is_not():
+    reference = {f"q{i}": 0.5 + 0.01 * (i % 7) for i in range(40)}
+    lower = {q: s - 0.02 - 0.001 * (i % 3) for i, (q, s) in enumerate(reference.items())}
+    assert paired("set", "dense", reference, lower).worse
+    # Two queries lose a lot and two gain as much: no evidence of a loss.
+    noisy = dict(reference, q1=0.0, q2=0.0, q3=1.0, q4=1.0)
+    assert not paired("set", "dense", reference, noisy).worse
+    same = paired("set", "lexical", reference, dict(reference))
+    assert (same.delta, same.p_worse, same.worse) == (0.0, 1.0, False)
+
+
+def test_small_losses_everywhere_fail_on_the_mean_though_none_is_significant():
+    small = [Comparison("s", m, 30, 0.5, 0.497, 0.3) for m in ("dense", "hybrid")]
+    passed, mean = guard.judge("x", small)
+    assert not passed and mean == pytest.approx(-0.003)
+    mixed = [*small, Comparison("s", "lexical", 30, 0.5, 0.505, 1.0)]
+    assert guard.judge("x", mixed) == (True, pytest.approx(-1 / 3 * 0.001))
+    worse = [Comparison("s", "dense", 300, 0.5, 0.499, 0.01)]
+    assert guard.judge("x", worse)[0] is False  # significant, however small
+
+
+# -- the guard end to end, on a tiny labelled set ---------------------------------------------
+
+
+def test_the_guard_runs_every_mode_and_records_a_verdict_for_its_recipe(tmp_path):
+    write_beir(tmp_path / "sets" / "tiny", CORPUS, QUERIES, QRELS)
+    verdict = guard.run_guard("openvino-fp32", datasets=tmp_path / "sets",
+                              cache=tmp_path / "cache", sets=(GuardSet("Tiny", "tiny"),),
+                              log=lambda line: None)
+    assert [c.mode for c in verdict.comparisons] == ["dense", "lexical", "hybrid"]
+    assert all(c.queries == 4 for c in verdict.comparisons)  # judged queries only
+    lexical = verdict.comparisons[1]
+    assert (lexical.delta, lexical.p_worse) == (0.0, 1.0)  # lexical search embeds nothing
+    assert verdict.passed and "avx2" in verdict.cpu
+
+    verdicts = tmp_path / "verdicts.json"
+    guard.record(verdict, verdicts)
+    fingerprint, recipe = export_key(default_model_path(), "fp32")
+    assert guard.passed("openvino-fp32", fingerprint, recipe, verdicts)
+    assert not guard.passed("openvino-fp32", fingerprint, "v0", verdicts)  # another export
+    assert not guard.passed("openvino-int8", fingerprint, recipe, verdicts)  # never judged
+    assert "**passes**" in guard.table(verdict)
+
+
+def test_the_shipped_verdicts_pass_the_fast_backends_for_the_packaged_model():
+    model = default_model_path()
+    for name in ("openvino-int8", "openvino-fp32"):
+        fingerprint, recipe = export_key(model, name.removeprefix("openvino-"))
+        assert guard.passed(name, fingerprint, recipe), name
+    assert backend_choice.eligible(model) == list(backend_choice.CANDIDATES)
+
+
+# -- the choice per machine -------------------------------------------------------------------
+
+
+def test_the_best_backend_is_the_best_geometric_mean_of_query_and_ingest_speed_ups():
+    speeds = {"torch": Speed(12.0, 30.0), "openvino-int8": Speed(3.0, 80.0),
+              "openvino-fp32": Speed(2.5, 35.0)}
+    assert backend_choice.best(speeds) == "openvino-int8"  # sqrt(4 * 2.67) > sqrt(4.8 * 1.17)
+    assert backend_choice.best({"torch": Speed(12.0, 30.0)}) == "torch"
+
+
+def test_the_choice_is_measured_once_per_machine_and_then_read(tmp_path):
+    model = default_model_path()
+    choice = backend_choice.chosen_backend(model, directory=tmp_path)
+    assert set(choice.speeds) == set(backend_choice.eligible(model))
+    assert choice.backend == backend_choice.best(choice.speeds)
+    assert all(s.query_ms > 0 and s.passages_per_s > 0 for s in choice.speeds.values())
+    [saved] = tmp_path.glob("backend-choice-*.json")
+    assert json.loads(saved.read_text())["backend"] == choice.backend
+
+    def must_not_measure(name, model_dir):
+        raise AssertionError("measured again")
+
+    again = backend_choice.chosen_backend(model, directory=tmp_path, measure=must_not_measure)
+    assert again == choice
+    assert backend_choice.cached_choice(model, tmp_path) == choice
+    assert choice.backend in choice.reason() and "avx2" in choice.reason()
+
+
+def test_an_environment_variable_names_the_backend_instead(monkeypatch):
+    monkeypatch.setenv(backends.BACKEND_VARIABLE, "torch")
+    assert backends.default_backend() == "torch"
+    assert backends.describe_default() == "torch (from $RETRIEVAL_BACKEND)"
+    monkeypatch.setenv(backends.BACKEND_VARIABLE, "fastest")
+    with pytest.raises(InputError, match="RETRIEVAL_BACKEND='fastest' names no backend"):
+        backends.default_backend()
+
+
+def test_a_new_collection_gets_the_choice_and_info_says_why(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(backends.BACKEND_VARIABLE, raising=False)
+    expected = backend_choice.chosen_backend(default_model_path()).backend
+    seed = tmp_path / "a.txt"
+    seed.write_text("Fast engines\n\nA short article about fast search engines.\n")
+    collection = tmp_path / "c"
+    assert main(["index", str(seed), "--collection", str(collection), "--quiet"]) == 0
+    manifest = json.loads((collection / "manifest.json").read_text())
+    assert manifest["embedder"]["backend"] == expected
+    capsys.readouterr()
+    assert main(["info", "--collection", str(collection)]) == 0
+    printed = capsys.readouterr().out
+    assert f"new collections    {expected}, the fastest on this CPU" in printed
