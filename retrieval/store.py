@@ -500,6 +500,17 @@ class Store:
 
         SQLite's bm25() is lower-is-better; it is negated so higher is better here too.
         """
+        if filters.is_empty():
+            # The FTS table alone: its rows are exactly the stored passages (the triggers
+            # keep it so), and joining every match to passages and articles only to filter
+            # nothing tripled the cost (11.7 against 4.0 ms of CPU per BBC headline over
+            # 7,827 passages: most headlines share a word with half the passages).
+            rows = self._db.execute(
+                """SELECT rowid, -bm25(passages_fts) FROM passages_fts
+                   WHERE passages_fts MATCH ? ORDER BY bm25(passages_fts) LIMIT ?""",
+                (match, k),
+            )
+            return [(row[0], row[1]) for row in rows]
         where, params = filters_sql(filters, "a")
         rows = self._db.execute(
             f"""SELECT p.id, -bm25(passages_fts) AS score
