@@ -64,7 +64,10 @@ class Choice:
 
 
 def default_choice_dir() -> Path:
-    return Path.home() / ".cache" / "retrieval" / "models"
+    """Beside the model exports (embedding_openvino.default_cache_dir)."""
+    from retrieval.embedding_openvino import default_cache_dir
+
+    return default_cache_dir()
 
 
 def eligible(model_dir: Path) -> list[str]:
