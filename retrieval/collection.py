@@ -59,6 +59,7 @@ from retrieval.ingest import (
     refuse_duplicate_ids,
     with_vector,
 )
+from retrieval.lexical import Fts5Index, LexicalIndex
 from retrieval.live_index import LiveIndex
 from retrieval.manifest import (
     check_embedder,
@@ -270,6 +271,10 @@ class Collection:
             index.catch_up(self.store, generation)
             yield Reader(generation, self.store, index)
         self._after_read()
+
+    def lexical_index(self) -> LexicalIndex:
+        """BM25 over this collection's passages (SQLite FTS5, in its store)."""
+        return Fts5Index(self.store)
 
     @property
     def index(self) -> LiveIndex:

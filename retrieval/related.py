@@ -18,7 +18,7 @@ import numpy as np
 from retrieval.records import RelatedArticle
 
 if TYPE_CHECKING:
-    from retrieval.collection import Reader
+    from retrieval.reading import SearchReader
 
 # Passages fetched per related article wanted, in the first round (more if too few).
 PASSAGES_PER_ARTICLE = 4
@@ -35,7 +35,7 @@ def centroid(vectors: np.ndarray) -> np.ndarray:
 
 
 def related_articles(
-    reader: Reader, article_id: str, k: int, allowed: np.ndarray | None
+    reader: SearchReader, article_id: str, k: int, allowed: np.ndarray | None
 ) -> list[RelatedArticle]:
     """The k articles closest to `article_id` (itself excluded), closest first.
 
@@ -59,7 +59,7 @@ def related_articles(
 
 
 def best_per_article(
-    found: Sequence[tuple[int, float]], reader: Reader, *, exclude: str
+    found: Sequence[tuple[int, float]], reader: SearchReader, *, exclude: str
 ) -> list[tuple[str, float]]:
     """(article id, its best passage's score), best first; `exclude` left out."""
     owners = reader.article_of([passage_id for passage_id, _ in found])
@@ -72,7 +72,7 @@ def best_per_article(
 
 
 def collapse_near_duplicates(
-    article_id: str, ranked: list[tuple[str, float]], reader: Reader
+    article_id: str, ranked: list[tuple[str, float]], reader: SearchReader
 ) -> list[tuple[str, float]]:
     """`ranked` without the copies of `article_id` (its duplicate group: a copy is not a
     related story) and with one article per other group, the best-ranked one."""
@@ -87,7 +87,7 @@ def collapse_near_duplicates(
     return kept
 
 
-def related_records(ranked: Sequence[tuple[str, float]], reader: Reader) -> list[RelatedArticle]:
+def related_records(ranked: Sequence[tuple[str, float]], reader: SearchReader) -> list[RelatedArticle]:
     rows = reader.article_rows([article for article, _ in ranked])
     return [
         RelatedArticle(

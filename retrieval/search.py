@@ -20,11 +20,11 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from retrieval.collection import Collection, Reader
 from retrieval.errors import EmptyIndexError, InputError, NotFoundError
 from retrieval.highlight import best_sentences
-from retrieval.lexical import Fts5Index, LexicalIndex
+from retrieval.lexical import LexicalIndex
 from retrieval.lexical import fts_query as fts_query  # re-exported: it lived here first
+from retrieval.reading import Searchable, SearchReader
 from retrieval.ranking import SORTS, check_recency, decayed, recency_factor, today_utc
 from retrieval.records import Filters, Hit, RelatedArticle
 from retrieval.related import related_articles
@@ -175,22 +175,23 @@ class Retriever:
     """Searches one collection.
 
     Args:
-        collection: an open Collection; each search reads it as of its last committed
-            generation, so writes by any process are visible to the next search.
+        collection: an open Collection (or a ShardedCollection: anything `Searchable`);
+            each search reads it as of its last committed generation, so writes by any
+            process are visible to the next search.
         fusion: how hybrid search merges dense and lexical results.
-        lexical: the BM25 index; by default SQLite FTS5 over the collection's store.
+        lexical: the BM25 index; by default the collection's own (`lexical_index()`).
     """
 
     def __init__(
         self,
-        collection: Collection,
+        collection: Searchable,
         *,
         fusion: Fusion = DEFAULT_FUSION,
         lexical: LexicalIndex | None = None,
     ) -> None:
         self.collection = collection
         self.fusion = fusion
-        self.lexical = lexical if lexical is not None else Fts5Index(collection.store)
+        self.lexical = lexical if lexical is not None else collection.lexical_index()
 
     def search(
         self,
@@ -345,7 +346,7 @@ class Retriever:
 
     def _candidates(
         self,
-        reader: Reader,
+        reader: SearchReader,
         query: str,
         vector: np.ndarray | None,
         options: SearchOptions,
@@ -385,7 +386,7 @@ class Retriever:
         return newest_first(kept, reader) if options.sort == "date" else kept
 
     def _decayed(
-        self, reader: Reader, candidates: list[Candidate], options: SearchOptions
+        self, reader: SearchReader, candidates: list[Candidate], options: SearchOptions
     ) -> list[Candidate]:
         """The candidates with freshness blended into their scores, best first."""
         half_life = options.recency_half_life_days
@@ -404,7 +405,7 @@ class Retriever:
 
     def _ranked(
         self,
-        reader: Reader,
+        reader: SearchReader,
         query: str,
         vector: np.ndarray | None,
         mode: Mode,
@@ -424,7 +425,7 @@ class Retriever:
         return fuse(dense, lexical, self.fusion)[:k]
 
     def _dense(
-        self, reader: Reader, vector: np.ndarray, k: int, allowed: np.ndarray | None
+        self, reader: SearchReader, vector: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> list[Candidate]:
         if allowed is not None and len(allowed) == 0:
             return []
@@ -441,7 +442,7 @@ class Retriever:
         rows = self.lexical.search(query, k, filters=filters, allowed=allowed)
         return [Candidate(passage_id, score) for passage_id, score in rows]
 
-    def _hits(self, reader: Reader, candidates: Sequence[Candidate]) -> list[Hit]:
+    def _hits(self, reader: SearchReader, candidates: Sequence[Candidate]) -> list[Hit]:
         rows = reader.hit_rows([c.passage_id for c in candidates])
         hits: list[Hit] = []
         for candidate in candidates:
@@ -523,7 +524,7 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Candidate]]) -> list[Cand
     return [Candidate(passage_id, score) for passage_id, score in ordered]
 
 
-def cap_per_article(candidates: Sequence[Candidate], cap: int, reader: Reader) -> list[Candidate]:
+def cap_per_article(candidates: Sequence[Candidate], cap: int, reader: SearchReader) -> list[Candidate]:
     """Keeps at most `cap` candidates of each article, in rank order."""
     owners = reader.article_of([c.passage_id for c in candidates])
     seen: dict[str, int] = {}
@@ -536,7 +537,7 @@ def cap_per_article(candidates: Sequence[Candidate], cap: int, reader: Reader) -
     return kept
 
 
-def one_per_group(candidates: Sequence[Candidate], reader: Reader) -> list[Candidate]:
+def one_per_group(candidates: Sequence[Candidate], reader: SearchReader) -> list[Candidate]:
     """Keeps the first (best-ranked) candidate of each duplicate group, in rank order.
 
     Before date order on purpose: a group is represented by its best match, and then
@@ -553,7 +554,7 @@ def one_per_group(candidates: Sequence[Candidate], reader: Reader) -> list[Candi
     return kept
 
 
-def with_duplicates(hits: Sequence[Hit], reader: Reader, filters: Filters) -> list[Hit]:
+def with_duplicates(hits: Sequence[Hit], reader: SearchReader, filters: Filters) -> list[Hit]:
     """The hits, each carrying the other articles of its group that match the filters."""
     others = reader.duplicates_of([hit.article_id for hit in hits], filters)
     return [
@@ -580,7 +581,7 @@ def complete(
     return len(kept) >= wanted and kept[wanted - 1].score >= bound
 
 
-def newest_first(candidates: Sequence[Candidate], reader: Reader) -> list[Candidate]:
+def newest_first(candidates: Sequence[Candidate], reader: SearchReader) -> list[Candidate]:
     """Newest article first, undated ones last; ties keep their (score) order."""
     dates = reader.dates_of([c.passage_id for c in candidates])
     # sorted() is stable, with reverse=True too: equal dates keep the score order.

@@ -121,6 +121,9 @@ class NewPassage:
     text: str
     n_tokens: int
     vector: NDArray[np.float32]
+    # None: the store assigns the next id. Set only when passages move between
+    # collections with their ids (splitting into shards, joining them back).
+    id: int | None = None
 
 
 def filters_sql(filters: Filters, alias: str = "a") -> tuple[str, list[Any]]:
@@ -594,10 +597,11 @@ class Store:
         added = []
         for passage in passages:
             cursor = self._db.execute(
-                """INSERT INTO passages (article_id, ordinal, start, "end", text, title,
+                """INSERT INTO passages (id, article_id, ordinal, start, "end", text, title,
                                          n_tokens, vector, generation)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
+                    passage.id,
                     article.id,
                     passage.ordinal,
                     passage.start,
@@ -615,6 +619,20 @@ class Store:
             fingerprint = duplicates.fingerprint(article.text)
         groups.assign(self._db, article.id, fingerprint, self.duplicate_rule)
         return removed, added
+
+    def start_passage_ids_at(self, first: int) -> None:
+        """New passages get ids from `first` on (or above the highest id ever used).
+
+        For the shards of one collection (shards.py): each allocates from its own range,
+        so passage ids stay unique across them. AUTOINCREMENT takes the larger of the
+        table's highest id and its sqlite_sequence row, plus one.
+        """
+        row = self._db.execute(
+            "SELECT max(seq) FROM sqlite_sequence WHERE name = 'passages'"
+        ).fetchone()
+        seq = max(first - 1, row[0] or 0)  # never below an id already handed out
+        self._db.execute("DELETE FROM sqlite_sequence WHERE name = 'passages'")
+        self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('passages', ?)", (seq,))
 
     def delete_article(self, article_id: str, generation: int) -> list[int]:
         """Deletes an article and its passages; returns the removed passage ids."""
