@@ -8,7 +8,8 @@ Every error derives from RetrievalError, so callers can catch one type:
     ├── CollectionError                    the collection on disk cannot be used as asked
     │   ├── ModelMismatchError (ValueError) opened with another model than it was built with
     │   ├── CollectionFormatError          manifest missing, unreadable or of an unknown version
-    │   └── CollectionLockedError          another process is writing to it
+    │   ├── CollectionLockedError          another process is writing to it
+    │   └── ShardUnavailableError          a shard of a sharded collection cannot answer now
     ├── NotFoundError (KeyError)           no article or passage with that id
     └── EmptyIndexError                    a search on a collection with no passages
 """
@@ -78,6 +79,13 @@ class CollectionFormatError(CollectionError):
 
 class CollectionLockedError(CollectionError):
     """Another writer kept the collection's database past the write's lock timeout."""
+
+
+class ShardUnavailableError(CollectionError):
+    """A shard of a sharded collection has no live replica, or did not answer in time.
+
+    The service answers 503 with Retry-After: Ray Serve restarts a dead replica.
+    """
 
 
 class NotFoundError(RetrievalError, KeyError):

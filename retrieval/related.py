@@ -87,7 +87,9 @@ def collapse_near_duplicates(
     return kept
 
 
-def related_records(ranked: Sequence[tuple[str, float]], reader: SearchReader) -> list[RelatedArticle]:
+def related_records(
+    ranked: Sequence[tuple[str, float]], reader: SearchReader
+) -> list[RelatedArticle]:
     rows = reader.article_rows([article for article, _ in ranked])
     return [
         RelatedArticle(

@@ -24,8 +24,8 @@ from retrieval.errors import EmptyIndexError, InputError, NotFoundError
 from retrieval.highlight import best_sentences
 from retrieval.lexical import LexicalIndex
 from retrieval.lexical import fts_query as fts_query  # re-exported: it lived here first
-from retrieval.reading import Searchable, SearchReader
 from retrieval.ranking import SORTS, check_recency, decayed, recency_factor, today_utc
+from retrieval.reading import Searchable, SearchReader
 from retrieval.records import Filters, Hit, RelatedArticle
 from retrieval.related import related_articles
 
@@ -524,7 +524,9 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Candidate]]) -> list[Cand
     return [Candidate(passage_id, score) for passage_id, score in ordered]
 
 
-def cap_per_article(candidates: Sequence[Candidate], cap: int, reader: SearchReader) -> list[Candidate]:
+def cap_per_article(
+    candidates: Sequence[Candidate], cap: int, reader: SearchReader
+) -> list[Candidate]:
     """Keeps at most `cap` candidates of each article, in rank order."""
     owners = reader.article_of([c.passage_id for c in candidates])
     seen: dict[str, int] = {}

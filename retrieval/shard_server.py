@@ -41,7 +41,7 @@ class ShardServer:
     def __init__(self, collection: Collection, index: int) -> None:
         self.collection = collection
         self.index = index
-        self.lexical = collection.lexical_index()
+        self.bm25 = collection.lexical_index()
 
     def close(self) -> None:
         self.collection.close()
@@ -108,7 +108,7 @@ class ShardServer:
         self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
     ) -> list[tuple[int, float]]:
         """BM25 over this shard's passages, best first."""
-        return self.lexical.search(query, k, filters=filters, allowed=allowed)
+        return self.bm25.search(query, k, filters=filters, allowed=allowed)
 
     # -- look-ups -------------------------------------------------------------------------
 

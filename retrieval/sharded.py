@@ -29,12 +29,11 @@ whose row is gone).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
-
-import time
 
 import numpy as np
 

@@ -151,9 +151,10 @@ def create_shards(path: str | Path, n: int, manifest: dict[str, Any]) -> ShardLa
     layout = ShardLayout(path, tuple(shard_name(i) for i in range(n)), manifest)
     for index in range(n):
         write_manifest(layout.shard_dir(index), manifest)
-        with Collection.open(layout.shard_dir(index), create=False, background=False) as shard:
-            with shard.store.transaction() as _:
-                shard.store.start_passage_ids_at((index + 1) * ID_RANGE)
+        shard_dir = layout.shard_dir(index)
+        with Collection.open(shard_dir, create=False, background=False) as shard, \
+                shard.store.transaction():
+            shard.store.start_passage_ids_at((index + 1) * ID_RANGE)
     write_layout(layout)
     return layout
 

@@ -8,7 +8,7 @@ table here; no route catches them itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from retrieval.errors import (
 )
 from retrieval.search import Retriever
 from service.batching import Batcher, ServiceBusyError, ServiceStoppingError
-from service.deps import RETRY_AFTER_S, Service
+from service.deps import RETRY_AFTER_S, AnyCollection, Service
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import STATIC, router
@@ -57,11 +57,21 @@ RETRY_LATER = {503}
 RETRY_AFTER_BUSY_S = "1"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+# Opens what the service serves, ready to answer: (settings, warm-up tokens) -> collection.
+OpenCollection = Callable[[Settings, int], AnyCollection]
+
+
+def create_app(
+    settings: Settings | None = None, *, open_collection: OpenCollection | None = None
+) -> FastAPI:
     """Builds the application; the collection is opened when it starts (its lifespan).
 
     Args:
         settings: configuration; None reads it from the environment (RETRIEVAL_*).
+        open_collection: opens the collection in the lifespan; by default the one
+            collection at `settings.collection`. A sharded collection comes this way
+            (service/ray_serve.py, or `sharded.open_local`): the same app, every
+            endpoint, over N shards.
     """
     settings = settings or Settings()
     app = FastAPI(
@@ -71,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.open_collection = open_collection or open_settings_collection
     app.state.metrics = Metrics()
     app.state.service = None
     app.include_router(router)
@@ -87,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Opens the collection and starts the batcher; closes both on shutdown."""
     settings: Settings = app.state.settings
-    collection = await run_in_threadpool(open_collection, settings.collection,
+    collection = await run_in_threadpool(app.state.open_collection, settings,
                                          warm_up_tokens(settings))
     retriever = Retriever(collection)
     batcher = Batcher(
@@ -114,6 +125,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def warm_up_tokens(settings: Settings) -> int:
     """The longest text (in word pieces) the model warms up for; 0 for none."""
     return {"none": 0, "queries": QUERY_WARM_UP_TOKENS, "all": 1 << 30}[settings.warm_up]
+
+
+def open_settings_collection(settings: Settings, warm_up_tokens: int = 0) -> Collection:
+    return open_collection(settings.collection, warm_up_tokens)
 
 
 def open_collection(path: Path, warm_up_tokens: int = 0) -> Collection:

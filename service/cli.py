@@ -34,6 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collection", type=Path, default=None, metavar="DIR",
                         help="collection directory (default: $RETRIEVAL_COLLECTION, or the "
                         "same default as `retrieval index`)")
+    parser.add_argument("--shards", type=Path, default=None, metavar="DIR",
+                        help="serve a sharded collection (retrieval shards) instead: in this "
+                        "process, or with --ray on a Ray cluster")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help="serve --shards on the Ray cluster at ADDRESS (host:port of its "
+                        "head, or auto) with Ray Serve; needs the ray extra")
+    parser.add_argument("--replicas", type=int, default=1, metavar="N",
+                        help="with --ray: replicas of each shard (default 1)")
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
     parser.add_argument("--api-key", default=None,
@@ -62,7 +70,16 @@ def run(args: argparse.Namespace) -> int:
         "api_key": args.api_key, "batch_window_ms": args.batch_window_ms,
         "max_batch": args.max_batch, "warm_up": args.warm_up,
     }
+    if args.shards is not None:
+        overrides["collection"] = args.shards
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    if args.ray is not None and args.shards is None:
+        print("error: --ray serves a sharded collection: give it with --shards DIR "
+              "(retrieval shards split COLLECTION DIR --shards N makes one)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.shards is not None:
+        warn_if_writes_are_open(settings)
+        return serve_shards(args, settings)
     if read_manifest(settings.collection.expanduser().resolve()) is None:
         print(f"error: no collection at {settings.collection}: build it first with "
               f"retrieval index seeds/ --collection {settings.collection}", file=sys.stderr)
@@ -79,6 +96,37 @@ def serve(settings: Any, *, log_level: str = "info") -> None:
 
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=log_level, access_log=log_level == "debug")
+
+
+def serve_shards(args: argparse.Namespace, settings: Any) -> int:
+    """A sharded collection: on Ray Serve with --ray, else every shard in this process."""
+    from retrieval.shards import read_layout
+
+    read_layout(args.shards)  # a clear error now rather than in the service's lifespan
+    if args.ray is None:
+        import uvicorn
+
+        from retrieval.sharded import open_local
+        from service.app import create_app
+
+        def open_shards(settings: Any, warm_up_tokens: int) -> Any:
+            collection = open_local(settings.collection)
+            if warm_up_tokens:
+                collection.embedder.warm_up(warm_up_tokens)
+            return collection
+
+        app = create_app(settings, open_collection=open_shards)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+        return EXIT_OK
+    try:
+        from service import ray_serve
+    except ImportError as error:
+        print(f"error: --ray needs Ray: pip install 'retrieval[ray]' ({error})", file=sys.stderr)
+        return EXIT_USAGE
+    ray_serve.run(args.ray, args.shards, settings, replicas=args.replicas)
+    print(f"serving {args.shards} on Ray at http://{settings.host}:{settings.port}/ "
+          "(Ctrl-C stops this command; `serve shutdown` stops the app)", file=sys.stderr)
+    return EXIT_OK
 
 
 def warn_if_writes_are_open(settings: Any) -> None:

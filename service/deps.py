@@ -25,6 +25,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from retrieval.collection import Collection
 from retrieval.errors import CollectionLockedError
 from retrieval.search import Retriever
+from retrieval.sharded import ShardedCollection
 from service.batching import Batcher
 from service.settings import Settings
 
@@ -37,6 +38,8 @@ RETRY_AFTER_S = "5"
 STORE_THREADS = 4
 
 T = TypeVar("T")
+# What the service serves: one collection, or the router over a sharded one.
+AnyCollection = Collection | ShardedCollection
 
 
 @dataclass(slots=True)
@@ -44,7 +47,7 @@ class Service:
     """Everything the lifespan loads, kept on `app.state.service`."""
 
     settings: Settings
-    collection: Collection
+    collection: AnyCollection
     retriever: Retriever
     batcher: Batcher
     # Writes from this process queue here (for at most lock_timeout_s, see
