@@ -61,6 +61,10 @@ class ShardReplica(ShardServer):
         layout = read_layout(shards_dir)
         super().__init__(open_shard(layout, index), index)
 
+    def node_id(self) -> str:
+        """The Ray node this replica runs on (to check where shards were placed)."""
+        return str(ray.get_runtime_context().get_node_id())
+
 
 class RayPending:
     """A shard's answer from Serve, with the deadline and the error mapping."""

@@ -1,0 +1,204 @@
+"""The sharded collection on a simulated Ray cluster: Serve parity, writes, faults, Data.
+
+One `ray.cluster_utils.Cluster` for the module (starting Ray costs seconds on two
+cores): a head and two worker nodes, each worker holding one shard's custom resource,
+so each shard's replica runs on "its" node. The shards were split from one collection;
+the Ray deployment must answer as that collection does.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import threading
+import time
+
+import pytest
+from sharded_fixtures import CASES, QUERIES, bbc_sample, same_hits
+from test_client import NEWS, PARITY_CASES, search_all, without_score
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install '.[ray]'")
+
+from ray import serve  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from retrieval.collection import Collection  # noqa: E402
+from retrieval.records import Article  # noqa: E402
+from retrieval.search import Retriever  # noqa: E402
+from retrieval.shards import read_layout, split  # noqa: E402
+from service.client import RetrievalClient, RetrievalClientError  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+API_KEY = "s3cret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, embedder, seed_articles):
+    path = tmp_path_factory.mktemp("single") / "collection"
+    with Collection.open(path, embedder, background=False) as collection:
+        collection.add_articles([*bbc_sample(), *seed_articles, *NEWS])
+        yield collection
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # No usage report (no internet) and no memory monitor killing workers on a busy box.
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "resources": {"head": 1}, "include_dashboard": False,
+        "object_store_memory": 100 * 2**20,
+    })
+    workers = [cluster.add_node(num_cpus=1, resources={f"shard{i}": 1},
+                                object_store_memory=80 * 2**20) for i in range(2)]
+    ray.init(address=cluster.address, log_to_driver=False)
+    cluster.workers = workers
+    yield cluster
+    serve.shutdown()
+    ray.shutdown()
+    cluster.shutdown()
+    # Ray's client leaves sockets to the collector; collect them here, inside this
+    # module (whose marks ignore the ResourceWarning), not at the end of the session.
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def deployed(cluster, single, tmp_path_factory):
+    from service import ray_serve
+
+    shards = tmp_path_factory.mktemp("ray") / "shards"
+    split(single.path, shards, 2)
+    port = free_port()
+    settings = Settings(collection=shards, port=port, api_key=API_KEY, warm_up="none")
+    ray_serve.run(cluster.address, shards, settings, shard_cpus=0.25, ingress_cpus=0.5,
+                  blocking=False)
+    with RetrievalClient(f"http://127.0.0.1:{port}", api_key=API_KEY, timeout=30) as client:
+        yield client, read_layout(shards)
+
+
+def test_shards_run_on_their_nodes(deployed, cluster):
+    from service.ray_serve import APP_NAME
+
+    nodes = {node["NodeID"]: node["Resources"] for node in ray.nodes() if node["Alive"]}
+    for index in range(2):
+        handle = serve.get_deployment_handle(f"shard{index}", APP_NAME)
+        assert f"shard{index}" in nodes[handle.node_id.remote().result(timeout_s=30)]
+
+
+@pytest.mark.parametrize(("mode", "filters", "cap"), CASES)
+def test_ray_answers_as_one_collection(deployed, single, mode, filters, cap):
+    if mode != "dense":
+        pytest.xfail("lexical needs global statistics: retrieval/bm25.py, not merged yet")
+    client, _ = deployed
+    expected = Retriever(single).search_batch(QUERIES, 8, mode=mode, filters=filters,
+                                              max_per_article=cap)
+    got = client.search_batch(QUERIES, 8, mode=mode, filters=filters, max_per_article=cap,
+                              collapse=False)
+    assert any(expected)
+    for mine, theirs in zip(expected, got, strict=True):
+        same_hits(mine, theirs)
+
+
+@pytest.mark.parametrize(("mode", "filters", "cap"), PARITY_CASES)
+def test_the_clients_parity_holds_against_ray(deployed, single, mode, filters, cap):
+    if mode != "dense":
+        pytest.xfail("lexical needs global statistics: retrieval/bm25.py, not merged yet")
+    client, _ = deployed
+    local = search_all(Retriever(single), mode, filters, cap)
+    remote = search_all(client, mode, filters, cap)
+    assert any(local)
+    for mine, theirs in zip(local, remote, strict=True):
+        assert [(h.passage_id, h.rank) for h in theirs] == [(h.passage_id, h.rank) for h in mine]
+        assert [h.score for h in theirs] == pytest.approx([h.score for h in mine], abs=1e-5)
+        assert [without_score(h) for h in theirs] == [without_score(h) for h in mine]
+
+
+def test_every_endpoint_answers(deployed, single):
+    client, _ = deployed
+    [hit] = client.search(QUERIES[0], 1, mode="dense", highlight=True)
+    assert hit.highlight is not None
+    assert client.passage(hit.passage_id) == single.passage(hit.passage_id)
+    assert client.article("rates") == single.article("rates")
+    assert [r.article_id for r in client.related("rain", 2)] == [
+        r.article_id for r in Retriever(single).related("rain", 2)
+    ]
+    stats = client.stats()
+    assert stats["passages"] == single.stats()["passages"]
+    with pytest.raises(RetrievalClientError) as caught:
+        client.article("no-such-article")
+    assert caught.value.status_code == 404
+
+
+def test_writes_land_in_their_shard_and_are_found(deployed):
+    client, layout = deployed
+    article = Article("harbour-ray", "Harbour reopens", "The harbour reopened after the "
+                      "storm.\n\nFishing boats went out again on Tuesday morning.")
+    with pytest.raises(RetrievalClientError) as caught:
+        RetrievalClient(client.base_url).add_articles([article])
+    assert caught.value.status_code == 401
+    assert client.add_articles([article])["added"] == 1
+    index = layout.shard_of(article.id)
+    for shard in range(layout.n):
+        with Collection.open(layout.shard_dir(shard), create=False, background=False) as c:
+            assert (c.store.article(article.id) is not None) == (shard == index)
+    assert client.search("harbour reopened storm", 1, mode="dense")[0].article_id == article.id
+    assert client.delete_article(article.id) >= 1
+    assert all(h.article_id != article.id
+               for h in client.search("harbour reopened storm", 5, mode="dense"))
+
+
+def test_a_lost_shard_node_answers_503_without_hanging_then_recovers(deployed, cluster):
+    client, _ = deployed
+    statuses: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                client.search(QUERIES[1], 3, mode="dense")
+                statuses.append((200, time.monotonic() - started))
+            except RetrievalClientError as error:
+                statuses.append((error.status_code or 0, time.monotonic() - started))
+                assert error.status_code != 503 or "shard 1" in error.detail
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        time.sleep(1)
+        cluster.remove_node(cluster.workers[1])  # shard 1's only node
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(s == 503 for s, _ in statuses):
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        loader.join()
+    assert {s for s, _ in statuses} <= {200, 503}, statuses
+    assert any(s == 503 for s, _ in statuses), "searches should fail while shard 1 is down"
+    assert max(took for _, took in statuses) < 12, "a request waited past the deadline"
+    with pytest.raises(RetrievalClientError) as caught:
+        client.search(QUERIES[1], 3, mode="dense")
+    assert caught.value.status_code == 503 and "shard 1" in caught.value.detail
+    # A new node with shard 1's resource (its disk is this machine's): Serve restarts it.
+    cluster.workers[1] = cluster.add_node(num_cpus=1, resources={"shard1": 1},
+                                          object_store_memory=80 * 2**20)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            assert client.search(QUERIES[1], 3, mode="dense")
+            break
+        except RetrievalClientError as error:
+            assert error.status_code == 503
+            assert time.monotonic() < deadline, "shard 1 did not come back"
+            time.sleep(1)
