@@ -107,6 +107,18 @@ def add_index_command(commands: Any) -> None:
         help="articles committed together in one transaction (default 64)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--shards", type=Path, default=None, metavar="DIR",
+        help="index into a sharded collection (retrieval shards create/split) instead: each "
+        "article goes to the shard its id hashes to",
+    )
+    parser.add_argument(
+        "--ray", default=None, metavar="ADDRESS",
+        help="with --shards: chunk and embed on the Ray cluster at ADDRESS (host:port of its "
+        "head, or auto) with Ray Data; each shard writes on its own node. Needs the ray extra",
+    )
+    parser.add_argument("--actors", type=int, default=1, metavar="N",
+                        help="with --ray: embedding actors, each holding the model (default 1)")
     parser.set_defaults(run=run_index)
 
 
@@ -266,6 +278,8 @@ def run_index(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+    if args.shards is not None or args.ray is not None:
+        return index_shards(args, loaded.articles, len(loaded.errors))
     chunker = ChunkerSettings(mode=args.chunking) if args.chunking else None
     embedder = None
     if args.model or args.backend:
@@ -288,6 +302,39 @@ def run_index(args: argparse.Namespace) -> int:
         f"{report.unchanged} unchanged; {report.passages_added} passages added, "
         f"{report.passages_removed} removed; {len(loaded.errors)} skipped; "
         f"{report.seconds:.1f} s"
+    )
+    return EXIT_OK
+
+
+def index_shards(args: argparse.Namespace, articles: list[Any], skipped: int) -> int:
+    """`index --shards DIR`: through the router in this process, or on Ray with --ray."""
+    if args.shards is None:
+        return fail("--ray indexes into a sharded collection: give it with --shards DIR "
+                    "(retrieval shards create DIR --shards N makes one)")
+    if any(value is not None for value in (args.model, args.backend, args.chunking,
+                                            args.index_spec)):
+        return fail("a sharded collection's model and settings are fixed when it is made "
+                    "(retrieval shards create --like COLLECTION): drop --model, --backend, "
+                    "--chunking and --index-spec")
+    if args.ray is not None:
+        try:
+            from retrieval.ray_index import index_on_ray
+        except ImportError as error:
+            return fail(f"--ray needs Ray: pip install 'retrieval[ray]' ({error})")
+        report = index_on_ray(args.ray, str(args.shards), articles,
+                              batch_size=args.batch_size, actors=args.actors)
+    else:
+        from retrieval.sharded import open_local
+
+        with open_local(args.shards, background=False) as sharded:
+            report = sharded.add_articles(
+                articles, progress=progress_bar(len(articles), quiet=args.quiet),
+                batch_size=args.batch_size,
+            )
+    print(
+        f"indexed into {args.shards}: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged; {report.passages_added} passages added, "
+        f"{report.passages_removed} removed; {skipped} skipped; {report.seconds:.1f} s"
     )
     return EXIT_OK
 

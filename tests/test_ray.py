@@ -9,6 +9,7 @@ the Ray deployment must answer as that collection does.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import socket
 import threading
@@ -24,7 +25,7 @@ from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from retrieval.collection import Collection  # noqa: E402
-from retrieval.records import Article  # noqa: E402
+from retrieval.records import Article, Filters  # noqa: E402
 from retrieval.search import Retriever  # noqa: E402
 from retrieval.shards import read_layout, split  # noqa: E402
 from service.client import RetrievalClient, RetrievalClientError  # noqa: E402
@@ -55,7 +56,7 @@ def single(tmp_path_factory, embedder, seed_articles):
 def cluster():
     # No usage report (no internet) and no memory monitor killing workers on a busy box.
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"  # noqa: SIM112 (Ray's own spelling)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {"head": 1}, "include_dashboard": False,
         "object_store_memory": 100 * 2**20,
@@ -202,3 +203,91 @@ def test_a_lost_shard_node_answers_503_without_hanging_then_recovers(deployed, c
             assert error.status_code == 503
             assert time.monotonic() < deadline, "shard 1 did not come back"
             time.sleep(1)
+
+
+# -- Ray Data indexing ---------------------------------------------------------------------
+
+
+def test_ray_data_indexes_into_shards_as_one_collection_would(cluster, single, tmp_path):
+    import subprocess
+    import sys
+
+    from retrieval.ray_index import index_on_ray
+    from retrieval.sharded import open_local
+    from retrieval.shards import create_shards
+
+    shards = tmp_path / "shards"
+    create_shards(shards, 2, single.manifest)
+    corpus = tmp_path / "corpus.jsonl"
+    articles = bbc_sample()
+    corpus.write_text("".join(json.dumps({"_id": a.id, "title": a.title, "text": a.text,
+                                          "date": a.date, "source": a.source}) + "\n"
+                              for a in articles) + "{not json\n")
+    # A driver killed mid-run: every shard stays at a committed generation...
+    command = [sys.executable, "-m", "retrieval", "index", str(corpus), "--shards",
+               str(shards), "--ray", cluster.address, "--batch-size", "4", "--quiet"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and driver.poll() is None and not committed(shards):
+        time.sleep(0.2)
+    killed_mid_run = driver.poll() is None
+    driver.kill()
+    driver.wait()
+    assert killed_mid_run, driver.stderr.read() if driver.stderr else ""
+    # ...and running it again finishes the job, without duplicates.
+    report = index_on_ray(cluster.address, str(shards), articles, batch_size=16,
+                          actor_cpus=0.5)
+    assert report.added + report.unchanged == len(articles) and report.updated == 0
+    assert 0 < report.unchanged < len(articles), "the kill should have come mid-run"
+    again = index_on_ray(cluster.address, str(shards), articles, actor_cpus=0.5)
+    assert (again.added, again.unchanged) == (0, len(articles))
+    with open_local(shards, background=False) as sharded:
+        assert sharded.stats()["passages"] == sum(
+            len(single.passages_of(a.id)) for a in articles
+        )
+        for index, shard in enumerate(sharded.shards):
+            info = shard.server.collection.info()
+            assert info.in_agreement
+            assert all(sharded.layout.shard_of(a) == index for a in shard_articles(shard))
+        for query in QUERIES:
+            expected = Retriever(single).search(query, 5, mode="dense",
+                                                filters=Filters(article_ids=ids(articles)))
+            got = Retriever(sharded).search(query, 5, mode="dense")
+            assert [(h.article_id, h.start) for h in got] == [
+                (h.article_id, h.start) for h in expected
+            ]
+            assert [h.score for h in got] == pytest.approx([h.score for h in expected],
+                                                           abs=1e-5)
+
+
+def test_the_index_command_reports_bad_input_as_on_one_machine(cluster, single, tmp_path):
+    from retrieval.cli import main
+    from retrieval.shards import create_shards
+
+    shards = tmp_path / "shards"
+    create_shards(shards, 2, single.manifest)
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"_id": "ok", "title": "Fine", "text": "A line that loads."}\n{oops\n')
+    assert main(["index", str(corpus), "--shards", str(shards), "--ray", cluster.address,
+                 "--strict"]) == 1
+    assert main(["index", str(corpus), "--shards", str(shards), "--ray", cluster.address,
+                 "--quiet"]) == 0
+
+
+def committed(shards) -> bool:
+    """Some shard has committed an embedded batch (its generation passed the id reserve)."""
+    layout = read_layout(shards)
+    for index in range(layout.n):
+        with Collection.open(layout.shard_dir(index), create=False, background=False) as c:
+            if c.generation > 1:
+                return True
+    return False
+
+
+def shard_articles(shard) -> set[str]:
+    store = shard.server.collection.store
+    return set(store.article_of([int(i) for i in store.passage_ids()]).values())
+
+
+def ids(articles) -> tuple[str, ...]:
+    return tuple(a.id for a in articles)
