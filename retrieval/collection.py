@@ -45,6 +45,7 @@ from filelock import FileLock, Timeout
 
 from retrieval import checkpoint, duplicates
 from retrieval.backends import default_embedder, make_embedder
+from retrieval.bm25 import MemoryBm25
 from retrieval.chunking import ChunkerSettings
 from retrieval.embedding import DEFAULT_MODEL, Embedder
 from retrieval.errors import CollectionFormatError, NotFoundError
@@ -180,6 +181,7 @@ class Collection:
         self.background = background
         self._index: LiveIndex | None = None
         self._index_lock = threading.Lock()  # loading the index once
+        self._lexical: MemoryBm25 | None = None
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
         self._last_poll = 0.0
@@ -279,6 +281,16 @@ class Collection:
                 if self._index is None:
                     self._index = self._load_index()
         return self._index
+
+    @property
+    def lexical(self) -> MemoryBm25:
+        """The BM25 index searches use (FTS5's scores from postings in memory, bm25.py),
+        built from the store on the first lexical or hybrid search."""
+        if self._lexical is None:
+            with self._index_lock:
+                if self._lexical is None:
+                    self._lexical = MemoryBm25(self.store)
+        return self._lexical
 
     def refresh(self) -> int:
         """Brings the index up to the store's last committed generation; returns it."""

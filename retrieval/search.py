@@ -23,7 +23,7 @@ import numpy as np
 from retrieval.collection import Collection, Reader
 from retrieval.errors import EmptyIndexError, InputError, NotFoundError
 from retrieval.highlight import best_sentences
-from retrieval.lexical import Fts5Index, LexicalIndex
+from retrieval.lexical import LexicalIndex
 from retrieval.lexical import fts_query as fts_query  # re-exported: it lived here first
 from retrieval.ranking import SORTS, check_recency, decayed, recency_factor, today_utc
 from retrieval.records import Filters, Hit, RelatedArticle
@@ -178,7 +178,8 @@ class Retriever:
         collection: an open Collection; each search reads it as of its last committed
             generation, so writes by any process are visible to the next search.
         fusion: how hybrid search merges dense and lexical results.
-        lexical: the BM25 index; by default SQLite FTS5 over the collection's store.
+        lexical: the BM25 index; by default the collection's (FTS5's bm25() scores,
+            from postings in memory: bm25.py).
     """
 
     def __init__(
@@ -190,7 +191,7 @@ class Retriever:
     ) -> None:
         self.collection = collection
         self.fusion = fusion
-        self.lexical = lexical if lexical is not None else Fts5Index(collection.store)
+        self.lexical = lexical if lexical is not None else collection.lexical
 
     def search(
         self,
