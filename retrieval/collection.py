@@ -45,7 +45,7 @@ from filelock import FileLock, Timeout
 
 from retrieval import checkpoint, duplicates
 from retrieval.backends import default_embedder, make_embedder
-from retrieval.bm25 import MemoryBm25
+from retrieval.bm25 import LexicalStatistics, MemoryBm25
 from retrieval.chunking import ChunkerSettings
 from retrieval.embedding import DEFAULT_MODEL, Embedder
 from retrieval.errors import CollectionFormatError, NotFoundError
@@ -291,6 +291,13 @@ class Collection:
                 if self._lexical is None:
                     self._lexical = MemoryBm25(self.store)
         return self._lexical
+
+    def lexical_statistics(self, query: str) -> LexicalStatistics | None:
+        """What this collection holds for the query's terms (for collection-wide BM25 over
+        shards: sum them and pass the sum to `lexical.search`); None for a query whose
+        words FTS5 splits into multi-token phrases (FTS5 alone scores those)."""
+        terms = self.lexical.terms(query)
+        return None if terms is None else self.lexical.statistics(terms)
 
     def refresh(self) -> int:
         """Brings the index up to the store's last committed generation; returns it."""

@@ -225,3 +225,11 @@ def test_terms_keep_one_token_per_phrase(store):
     assert memory.terms("Running runs, RAN!") == ("run", "run", "ran")
     assert memory.terms("...") == ()
     assert re.fullmatch(r"\w+", memory.terms("Société")[0])
+
+
+def test_a_collection_reports_its_statistics(seeded):
+    statistics = seeded.lexical_statistics("COVID-19 vaccine cooperation")
+    assert statistics is not None
+    assert statistics.documents == seeded.store.counts()["passages"]
+    assert set(statistics.document_frequency) == {"covid", "19", "vaccin", "cooper"}
+    assert seeded.lexical_statistics("foo_bar") is None
