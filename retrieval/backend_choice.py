@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 CANDIDATES = ("torch", "openvino-int8", "openvino-fp32")
 QUERY_SAMPLES = 40
 PASSAGE_SAMPLES = 64
-CHOICE_VERSION = 1  # bump when the measurement changes: earlier choices are then remade
+ROUNDS = 3  # turns each candidate takes (its best counts)
+CHOICE_VERSION = 2  # bump when the measurement changes: earlier choices are then remade
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def choice_path(model_dir: Path, names: list[str], directory: Path) -> Path:
 
 
 def chosen_backend(model_dir: Path, *, directory: Path | None = None,
-                   measure: Callable[[str, Path], Speed] | None = None) -> Choice:
+                   measure: Callable[[list[str], Path], dict[str, Speed]] | None = None,
+                   ) -> Choice:
     """The cached choice for this model and machine, measured now if there is none.
 
     Two processes starting at once measure once: the second waits for the first's file.
@@ -120,7 +122,7 @@ def chosen_backend(model_dir: Path, *, directory: Path | None = None,
             return cached
         logger.warning("choosing the embedding backend for this CPU among %s (once per "
                        "machine; cached in %s)", ", ".join(names), path)
-        speeds = {name: (measure or measure_speed)(name, model_dir) for name in names}
+        speeds = (measure or measure_speeds)(names, model_dir)
         choice = Choice(best(speeds), speeds, cpu_summary(),
                         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         tmp = path.with_suffix(".tmp")
@@ -153,25 +155,40 @@ def best(speeds: dict[str, Speed]) -> str:
     return max(speeds, key=lambda name: (score(speeds[name]), name == "torch"))
 
 
-def measure_speed(name: str, model_dir: Path) -> Speed:
-    """Embeds the fixed calibration texts (news-like passages and queries) with one backend."""
+def measure_speeds(names: list[str], model_dir: Path) -> dict[str, Speed]:
+    """Embeds the fixed calibration texts (news-like passages and queries) with each backend.
+
+    The backends take turns, ROUNDS times, and each keeps its best round: a machine busy
+    with other work slows every candidate alike instead of the one measured at that moment
+    (a first choice made during a large install had picked fp32 for a backend measured
+    while the install ran).
+    """
     from retrieval.backends import make_embedder
     from retrieval.calibration import N_PASSAGES, calibration_texts
 
     texts = calibration_texts()
     passages, queries = texts[:PASSAGE_SAMPLES], texts[N_PASSAGES:][:QUERY_SAMPLES]
-    embedder = make_embedder(name, model_dir)
-    embedder.warm_up(64)
-    embedder.embed_documents(passages)  # compiles the shapes these batches take: not timed
-    timings = []
-    for query in queries:
-        started = time.perf_counter()
-        embedder.embed_queries([query])
-        timings.append(time.perf_counter() - started)
-    started = time.perf_counter()
-    embedder.embed_documents(passages)
-    seconds = time.perf_counter() - started
-    return Speed(round(1000 * statistics.median(timings), 3), round(len(passages) / seconds, 1))
+    embedders = {name: make_embedder(name, model_dir) for name in names}
+    for embedder in embedders.values():
+        embedder.warm_up(64)
+        embedder.embed_documents(passages)  # compiles the shapes these batches take: not timed
+    rounds: dict[str, list[Speed]] = {name: [] for name in names}
+    for _ in range(ROUNDS):
+        for name, embedder in embedders.items():
+            timings = []
+            for query in queries:
+                started = time.perf_counter()
+                embedder.embed_queries([query])
+                timings.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            embedder.embed_documents(passages)
+            seconds = time.perf_counter() - started
+            rounds[name].append(Speed(round(1000 * statistics.median(timings), 3),
+                                      round(len(passages) / seconds, 1)))
+    return {
+        name: Speed(min(s.query_ms for s in measured), max(s.passages_per_s for s in measured))
+        for name, measured in rounds.items()
+    }
 
 
 def _version(package: str) -> str | None:

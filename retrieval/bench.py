@@ -35,6 +35,7 @@ from retrieval.cpu import cpu_info, cpu_summary
 def register(commands: Any) -> None:
     """Adds `bench` and its benchmarks to the `retrieval` command."""
     from retrieval.bench_index import add_index_parser
+    from retrieval.bench_lexical import add_lexical_parser
 
     parser = commands.add_parser(
         "bench", help="measure ingest, index and query speed against baselines",
@@ -54,6 +55,7 @@ def register(commands: Any) -> None:
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(run=run_ingest)
     add_index_parser(benches)
+    add_lexical_parser(benches)
     for add_parser in extra_benchmarks():
         add_parser(benches)
 

@@ -45,6 +45,7 @@ from filelock import FileLock, Timeout
 
 from retrieval import checkpoint, duplicates
 from retrieval.backends import default_embedder, make_embedder
+from retrieval.bm25 import LexicalStatistics, MemoryBm25
 from retrieval.chunking import ChunkerSettings
 from retrieval.embedding import DEFAULT_MODEL, Embedder
 from retrieval.errors import CollectionFormatError, NotFoundError
@@ -59,7 +60,6 @@ from retrieval.ingest import (
     refuse_duplicate_ids,
     with_vector,
 )
-from retrieval.lexical import Fts5Index, LexicalIndex
 from retrieval.live_index import LiveIndex
 from retrieval.manifest import (
     check_embedder,
@@ -181,6 +181,7 @@ class Collection:
         self.background = background
         self._index: LiveIndex | None = None
         self._index_lock = threading.Lock()  # loading the index once
+        self._lexical: MemoryBm25 | None = None
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
         self._last_poll = 0.0
@@ -272,10 +273,6 @@ class Collection:
             yield Reader(generation, self.store, index)
         self._after_read()
 
-    def lexical_index(self) -> LexicalIndex:
-        """BM25 over this collection's passages (SQLite FTS5, in its store)."""
-        return Fts5Index(self.store)
-
     @property
     def index(self) -> LiveIndex:
         """The in-memory index (loaded on first use from the newest checkpoint)."""
@@ -284,6 +281,23 @@ class Collection:
                 if self._index is None:
                     self._index = self._load_index()
         return self._index
+
+    @property
+    def lexical(self) -> MemoryBm25:
+        """The BM25 index searches use (FTS5's scores from postings in memory, bm25.py),
+        built from the store on the first lexical or hybrid search."""
+        if self._lexical is None:
+            with self._index_lock:
+                if self._lexical is None:
+                    self._lexical = MemoryBm25(self.store)
+        return self._lexical
+
+    def lexical_statistics(self, query: str) -> LexicalStatistics | None:
+        """What this collection holds for the query's terms (for collection-wide BM25 over
+        shards: sum them and pass the sum to `lexical.search`); None for a query whose
+        words FTS5 splits into multi-token phrases (FTS5 alone scores those)."""
+        terms = self.lexical.terms(query)
+        return None if terms is None else self.lexical.statistics(terms)
 
     def refresh(self) -> int:
         """Brings the index up to the store's last committed generation; returns it."""

@@ -49,8 +49,9 @@ def register(commands: Any) -> None:
                         help="hybrid fusions to compare: rrf, minmax:ALPHA, zscore:ALPHA "
                         "(ALPHA = weight of dense); default: the engine's")
     parser.add_argument("--lexical", choices=["fts5", "bm25s"], default="fts5",
-                        help="BM25 implementation: fts5 (SQLite, the engine's; default) or "
-                        "bm25s (stopwords + Snowball stemming, for comparison)")
+                        help="BM25 implementation: fts5 (SQLite FTS5's bm25() scores, "
+                        "computed in memory as the engine does; default) or bm25s "
+                        "(stopwords + Snowball stemming, for comparison)")
     parser.add_argument("--chunking", choices=["paragraph", "none"], default="paragraph",
                         help="paragraph (the engine's default) or none: one passage per "
                         "document, title and text, truncated by the model (as MTEB)")
@@ -151,11 +152,11 @@ def open_collection(args: argparse.Namespace, task: Task) -> Any:
 
 def search_all(args: argparse.Namespace, task: Task, collection: Any) -> dict[str, Any]:
     from retrieval.evaluation import run
-    from retrieval.lexical import Bm25sIndex, Fts5Index
+    from retrieval.lexical import Bm25sIndex
     from retrieval.search import DEFAULT_FUSION, Fusion, Retriever
 
     store = collection.store
-    lexical = Bm25sIndex(store) if args.lexical == "bm25s" else Fts5Index(store)
+    lexical = Bm25sIndex(store) if args.lexical == "bm25s" else collection.lexical
     fusions = [Fusion.parse(spec) for spec in args.fusion] if args.fusion else [DEFAULT_FUSION]
     plan: list[tuple[str, str, Fusion]] = []
     for mode in args.mode:

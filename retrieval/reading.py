@@ -64,6 +64,7 @@ class Searchable(Protocol):
 
     def reading(self) -> AbstractContextManager[SearchReader]: ...
 
-    def lexical_index(self) -> LexicalIndex:
+    @property
+    def lexical(self) -> LexicalIndex:
         """The BM25 index the Retriever uses unless it is given another."""
         ...

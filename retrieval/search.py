@@ -179,7 +179,8 @@ class Retriever:
             each search reads it as of its last committed generation, so writes by any
             process are visible to the next search.
         fusion: how hybrid search merges dense and lexical results.
-        lexical: the BM25 index; by default the collection's own (`lexical_index()`).
+        lexical: the BM25 index; by default the collection's (FTS5's bm25() scores,
+            from postings in memory: bm25.py; over shards, with summed statistics).
     """
 
     def __init__(
@@ -191,7 +192,7 @@ class Retriever:
     ) -> None:
         self.collection = collection
         self.fusion = fusion
-        self.lexical = lexical if lexical is not None else collection.lexical_index()
+        self.lexical = lexical if lexical is not None else collection.lexical
 
     def search(
         self,

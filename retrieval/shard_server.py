@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from retrieval import duplicates
+from retrieval.bm25 import LexicalStatistics
 from retrieval.collection import Collection
 from retrieval.errors import NotFoundError
 from retrieval.ingest import IngestReport, indexable
@@ -41,7 +42,6 @@ class ShardServer:
     def __init__(self, collection: Collection, index: int) -> None:
         self.collection = collection
         self.index = index
-        self.bm25 = collection.lexical_index()
 
     def close(self) -> None:
         self.collection.close()
@@ -104,11 +104,19 @@ class ShardServer:
         with self.collection.reading() as reader:
             return reader.has_article(article_id)
 
+    def lexical_statistics(self, query: str) -> LexicalStatistics | None:
+        """This shard's counts for the query's terms (None: FTS5 alone can score it)."""
+        return self.collection.lexical_statistics(query)
+
     def lexical(
-        self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
+        self, query: str, k: int, filters: Filters, allowed: np.ndarray | None,
+        statistics: LexicalStatistics | None = None,
     ) -> list[tuple[int, float]]:
-        """BM25 over this shard's passages, best first."""
-        return self.bm25.search(query, k, filters=filters, allowed=allowed)
+        """BM25 over this shard's passages, best first; scored with `statistics` (the
+        collection-wide sum) when given, else with this shard's own."""
+        return self.collection.lexical.search(
+            query, k, filters=filters, allowed=allowed, statistics=statistics
+        )
 
     # -- look-ups -------------------------------------------------------------------------
 

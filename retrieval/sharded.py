@@ -39,6 +39,7 @@ import numpy as np
 
 from retrieval import ingest
 from retrieval.backends import default_embedder
+from retrieval.bm25 import LexicalStatistics
 from retrieval.chunking import ChunkerSettings
 from retrieval.embedding import Embedder
 from retrieval.errors import NotFoundError
@@ -118,6 +119,7 @@ class ShardedCollection:
         self.chunker = ChunkerSettings(**self.manifest["chunker"])
         self._embedder = embedder
         self.index = ShardedSize(self)
+        self._lexical = ShardedLexical(self)
 
     @property
     def embedder(self) -> Embedder:
@@ -160,8 +162,9 @@ class ShardedCollection:
     def reading(self) -> Iterator[ShardedReader]:
         yield ShardedReader(self)
 
-    def lexical_index(self) -> LexicalIndex:
-        return ShardedLexical(self)
+    @property
+    def lexical(self) -> LexicalIndex:
+        return self._lexical
 
     # -- look-ups -------------------------------------------------------------------------
 
@@ -321,7 +324,18 @@ class ShardedReader:
 
 
 class ShardedLexical:
-    """BM25 over every shard, merged by score (best first, ties by the lower id)."""
+    """BM25 over every shard, scored as one collection would (dfs_query_then_fetch).
+
+    FTS5's bm25() takes N, the mean length and each term's document frequency from its
+    own table; over shards those would be each shard's, and scores would not compare.
+    So the router asks every shard for its counts of the query's terms (one round
+    trip), sums them, and has every shard score with the sum (a second): each score is
+    then the one collection's, and the merged top k is its top k.
+
+    A query with a word that FTS5 splits into several tokens ("foo_bar", "e-mail" is
+    not one) is scored by FTS5 itself, with each shard's own statistics: such scores
+    are close to, not equal to, one collection's.
+    """
 
     def __init__(self, collection: ShardedCollection) -> None:
         self.collection = collection
@@ -329,9 +343,20 @@ class ShardedLexical:
     def search(
         self, query: str, k: int, *, filters: Filters, allowed: np.ndarray | None
     ) -> list[tuple[int, float]]:
-        parts = self.collection.fan_out("lexical", query, k, filters, allowed)
+        statistics = self.statistics(query)
+        parts = self.collection.fan_out("lexical", query, k, filters, allowed, statistics)
         rows = [row for part in parts for row in part]
         return sorted(rows, key=lambda row: (-row[1], row[0]))[:k]
+
+    def statistics(self, query: str) -> LexicalStatistics | None:
+        """The shards' counts for the query's terms, summed; None if a shard cannot."""
+        each = self.collection.fan_out("lexical_statistics", query)
+        if any(part is None for part in each):
+            return None
+        total: LexicalStatistics = each[0]
+        for part in each[1:]:
+            total = total + part
+        return total
 
 
 def open_local(path: str | Path, *, background: bool = True) -> ShardedCollection:

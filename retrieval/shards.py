@@ -201,11 +201,21 @@ def join(shards: str | Path, out: str | Path) -> Path:
     out = Path(out).expanduser().resolve()
     refuse_nonempty(out)
     write_manifest(out, layout.collection)
-    with Collection.open(out, create=False, background=False) as target:
-        for index in range(layout.n):
-            with open_shard(layout, index, background=False) as shard, shard.snapshot():
-                for batch in _articles_with_passages(shard):
-                    _write(target, batch)
+    with ExitStack() as stack:
+        target = stack.enter_context(Collection.open(out, create=False, background=False))
+        opened = [stack.enter_context(open_shard(layout, i, background=False))
+                  for i in range(layout.n)]
+        for shard in opened:
+            stack.enter_context(shard.snapshot())
+        # In passage id order across all shards, as the one collection stored them: the
+        # in-memory BM25 appends rows in id order (bm25.py).
+        order = sorted((first, index, article_id) for index, shard in enumerate(opened)
+                       for article_id, first in _first_passage_ids(shard).items())
+        for start in range(0, len(order), COPY_BATCH):
+            _write(target, [
+                _article_with_passages(opened[index], article_id)
+                for _, index, article_id in order[start : start + COPY_BATCH]
+            ])
     return out
 
 
@@ -249,27 +259,41 @@ def _write(target: Collection, items: Sequence[tuple[Article, list[NewPassage]]]
 def _articles_with_passages(
     collection: Collection,
 ) -> Iterator[list[tuple[Article, list[NewPassage]]]]:
-    """Every article of the collection with its stored passages, in batches.
+    """Every article of the collection with its stored passages, in batches, in the order
+    of their passage ids (an article's passages were stored together, in one write).
 
     Call inside `collection.snapshot()`, so that the batches are of one generation.
     """
-    store = collection.store
-    passage_ids = [int(i) for i in store.passage_ids()]
-    owners = store.article_of(passage_ids)
-    article_ids = list(dict.fromkeys(owners[i] for i in passage_ids))
+    firsts = _first_passage_ids(collection)
+    article_ids = sorted(firsts, key=firsts.__getitem__)
     for start in range(0, len(article_ids), COPY_BATCH):
-        batch = []
-        for article_id in article_ids[start : start + COPY_BATCH]:
-            article = store.article(article_id)
-            assert article is not None  # one snapshot: its passages name it
-            passages = store.passages_of(article_id)
-            vectors = store.article_vectors(article_id, collection.dim)
-            batch.append((article, [
-                NewPassage(ordinal=p.ordinal, start=p.start, end=p.end, text=p.text,
-                           n_tokens=p.n_tokens, vector=vector, id=p.id)
-                for p, vector in zip(passages, vectors, strict=True)
-            ]))
-        yield batch
+        yield [_article_with_passages(collection, article_id)
+               for article_id in article_ids[start : start + COPY_BATCH]]
+
+
+def _first_passage_ids(collection: Collection) -> dict[str, int]:
+    """Each article's lowest passage id."""
+    store = collection.store
+    passage_ids = [int(i) for i in store.passage_ids()]  # ascending
+    firsts: dict[str, int] = {}
+    for passage_id, article_id in sorted(store.article_of(passage_ids).items()):
+        firsts.setdefault(article_id, passage_id)
+    return firsts
+
+
+def _article_with_passages(
+    collection: Collection, article_id: str
+) -> tuple[Article, list[NewPassage]]:
+    store = collection.store
+    article = store.article(article_id)
+    assert article is not None  # read in one snapshot: its passages name it
+    passages = store.passages_of(article_id)
+    vectors = store.article_vectors(article_id, collection.dim)
+    return article, [
+        NewPassage(ordinal=p.ordinal, start=p.start, end=p.end, text=p.text,
+                   n_tokens=p.n_tokens, vector=vector, id=p.id)
+        for p, vector in zip(passages, vectors, strict=True)
+    ]
 
 
 def read_collection_manifest(path: str | Path) -> dict[str, Any]:

@@ -477,6 +477,35 @@ class Store:
             ids = np.array([row[0] for row in rows], dtype=np.int64)
             yield ids, from_blobs([row[1] for row in rows], dim)
 
+    def passage_rows(self, *, since: int, until: int) -> Iterator[tuple[int, str, str]]:
+        """(id, title, text) of the passages added in generations (since, until], by id.
+
+        Call it inside `snapshot()`, as `vectors`, for an index derived from the text.
+        """
+        yield from self._db.execute(
+            "SELECT id, title, text FROM passages WHERE generation > ? AND generation <= ? "
+            "ORDER BY id",
+            (since, until),
+        )
+
+    def lexical_term_counts(
+        self, batch: int = 500_000
+    ) -> Iterator[list[tuple[str, int, int]]]:
+        """(term, passage id, count in title and text) of every stored passage, from the
+        FTS5 index itself, grouped by term, in batches (for an in-memory BM25: bm25.py).
+
+        Call it inside `snapshot()`: the FTS5 index is read in the same transaction.
+        """
+        self._db.execute(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.passages_terms "
+            "USING fts5vocab(main, passages_fts, instance)"
+        )
+        cursor = self._db.execute(
+            "SELECT term, doc, count(*) FROM temp.passages_terms GROUP BY term, doc"
+        )
+        while rows := cursor.fetchmany(batch):
+            yield rows
+
     def removed_between(self, since: int, until: int) -> NDArray[np.int64]:
         """Ids of the passages deleted in generations (since, until]."""
         rows = self._db.execute(

@@ -140,6 +140,7 @@ def open_collection(path: Path, warm_up_tokens: int = 0) -> Collection:
         if warm_up_tokens:
             embedder.warm_up(warm_up_tokens)
         collection.refresh()
+        collection.lexical.refresh()  # builds the BM25 postings now, not on the first search
     except BaseException:
         collection.close()
         raise

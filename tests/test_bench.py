@@ -60,3 +60,11 @@ def test_query_table_shows_the_ratio():
     ]
     table = query_table({"collection": "c", "errors": 0, "levels": rows})
     assert "| 3.00x |" in table and "errors: 0" in table
+
+
+def test_bench_lexical_finds_fts5s_answers(capsys, seeded):
+    result = run_json(capsys, ["bench", "lexical", "--collection", str(seeded.path),
+                               "--limit", "30", "--json"])
+    assert result["queries"] == 30 and result["answers_that_differ"] == 0
+    assert result["passages"] == seeded.store.counts()["passages"]
+    assert result["memory_cpu_ms"] > 0 and result["fts5_cpu_ms"] > 0

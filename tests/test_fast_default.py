@@ -89,7 +89,7 @@ def test_the_choice_is_measured_once_per_machine_and_then_read(tmp_path):
     [saved] = tmp_path.glob("backend-choice-*.json")
     assert json.loads(saved.read_text())["backend"] == choice.backend
 
-    def must_not_measure(name, model_dir):
+    def must_not_measure(names, model_dir):
         raise AssertionError("measured again")
 
     again = backend_choice.chosen_backend(model, directory=tmp_path, measure=must_not_measure)

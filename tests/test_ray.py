@@ -99,8 +99,6 @@ def test_shards_run_on_their_nodes(deployed, cluster):
 
 @pytest.mark.parametrize(("mode", "filters", "cap"), CASES)
 def test_ray_answers_as_one_collection(deployed, single, mode, filters, cap):
-    if mode != "dense":
-        pytest.xfail("lexical needs global statistics: retrieval/bm25.py, not merged yet")
     client, _ = deployed
     expected = Retriever(single).search_batch(QUERIES, 8, mode=mode, filters=filters,
                                               max_per_article=cap)
@@ -113,8 +111,6 @@ def test_ray_answers_as_one_collection(deployed, single, mode, filters, cap):
 
 @pytest.mark.parametrize(("mode", "filters", "cap"), PARITY_CASES)
 def test_the_clients_parity_holds_against_ray(deployed, single, mode, filters, cap):
-    if mode != "dense":
-        pytest.xfail("lexical needs global statistics: retrieval/bm25.py, not merged yet")
     client, _ = deployed
     local = search_all(Retriever(single), mode, filters, cap)
     remote = search_all(client, mode, filters, cap)

@@ -64,8 +64,6 @@ def test_split_puts_each_article_in_its_shard_with_its_passage_ids(single, shard
 
 @pytest.mark.parametrize(("mode", "filters", "cap"), CASES)
 def test_sharded_search_matches_one_collection(single, sharded, mode, filters, cap):
-    if mode != "dense":
-        pytest.xfail("lexical needs global statistics: retrieval/bm25.py, not merged yet")
     one, many = Retriever(single), Retriever(sharded)
     expected = one.search_batch(QUERIES, 8, mode=mode, filters=filters, max_per_article=cap)
     got = many.search_batch(QUERIES, 8, mode=mode, filters=filters, max_per_article=cap)
