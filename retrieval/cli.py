@@ -119,6 +119,9 @@ def add_index_command(commands: Any) -> None:
     )
     parser.add_argument("--actors", type=int, default=1, metavar="N",
                         help="with --ray: embedding actors, each holding the model (default 1)")
+    parser.add_argument("--actor-cpus", type=float, default=1.0, metavar="CPUS",
+                        help="with --ray: CPUs each embedding actor reserves (default 1; the "
+                        "model runs that many threads). Ray waits until a node has them free")
     parser.set_defaults(run=run_index)
 
 
@@ -322,7 +325,8 @@ def index_shards(args: argparse.Namespace, articles: list[Any], skipped: int) ->
         except ImportError as error:
             return fail(f"--ray needs Ray: pip install 'retrieval[ray]' ({error})")
         report = index_on_ray(args.ray, str(args.shards), articles,
-                              batch_size=args.batch_size, actors=args.actors)
+                              batch_size=args.batch_size, actors=args.actors,
+                              actor_cpus=args.actor_cpus)
     else:
         from retrieval.sharded import open_local
 
