@@ -177,7 +177,11 @@ def run(
     """Connects to the Ray cluster at `address` and deploys the app on HTTP host:port."""
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    # One HTTP proxy, on the head: the service's address is the head's. (Serve's default,
+    # a proxy on every node, suits a load balancer in front; on a one-machine test
+    # cluster those proxies would share one port and die with their nodes.)
+    serve.start(proxy_location="HeadOnly",
+                http_options={"host": settings.host, "port": settings.port})
     app = build_app(shards_dir, settings, replicas=replicas, shard_cpus=shard_cpus,
                     ingress_cpus=ingress_cpus)
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=blocking)

@@ -66,8 +66,7 @@ def cluster():
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.workers = workers
     yield cluster
-    serve.shutdown()
-    ray.shutdown()
+    ray.shutdown()  # the cluster's end ends Serve too (serve.shutdown costs 10 s more)
     cluster.shutdown()
     # Ray's client leaves sockets to the collector; collect them here, inside this
     # module (whose marks ignore the ResourceWarning), not at the end of the session.
@@ -241,6 +240,7 @@ def test_ray_data_indexes_into_shards_as_one_collection_would(cluster, single, t
     again = index_on_ray(cluster.address, str(shards), articles, actor_cpus=0.5)
     assert (again.added, again.unchanged) == (0, len(articles))
     with open_local(shards, background=False) as sharded:
+        sharded._embedder = single.embedder  # loaded once for the module
         assert sharded.stats()["passages"] == sum(
             len(single.passages_of(a.id)) for a in articles
         )

@@ -129,3 +129,14 @@ def test_bad_requests_say_what_to_fix(single, tmp_path):
     (tmp_path / "full" / "file").write_text("x")
     with pytest.raises(InputError, match="not empty"):
         split(single.path, tmp_path / "full", 2)
+
+
+def test_without_ray_nothing_imports_ray():
+    """Ray is the `ray` extra: the library, the CLI and the service run without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, retrieval.sharded, retrieval.shards_cli, retrieval.cli, service.app, "
+            "service.cli; retrieval.cli.build_parser(); "
+            "assert 'ray' not in sys.modules, 'ray was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
