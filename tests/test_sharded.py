@@ -75,8 +75,8 @@ def test_sharded_search_matches_one_collection(single, sharded, mode, filters, c
 def test_paging_highlight_and_related_match(single, sharded):
     one, many = Retriever(single), Retriever(sharded)
     for offset in (0, 3):
-        same_hits(one.search(QUERIES[0], 4, mode="dense", offset=offset, highlight=True),
-                  many.search(QUERIES[0], 4, mode="dense", offset=offset, highlight=True))
+        same_hits(one.search(QUERIES[0], 4, mode="hybrid", offset=offset),
+                  many.search(QUERIES[0], 4, mode="hybrid", offset=offset))
     mine = one.search(QUERIES[1], 3, mode="dense", highlight=True)
     theirs = many.search(QUERIES[1], 3, mode="dense", highlight=True)
     assert [h.highlight for h in theirs] == [h.highlight for h in mine]
