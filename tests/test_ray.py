@@ -223,7 +223,9 @@ def test_ray_data_indexes_into_shards_as_one_collection_would(cluster, single, t
                str(shards), "--ray", cluster.address, "--batch-size", "4", "--quiet",
                "--actor-cpus", "0.5"]
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 90
+    # Waits for the first commit, however slow a shared machine makes it: killed before
+    # one, the run would prove nothing (a loaded CI machine once took over 90 s).
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and driver.poll() is None and not committed(shards):
         time.sleep(0.2)
     killed_mid_run = driver.poll() is None
