@@ -10,7 +10,13 @@ from retrieval import search as search_module
 from retrieval.errors import EmptyIndexError, InputError, NotFoundError
 from retrieval.ranking import decayed, recency_factor
 from retrieval.records import Article, Filters
-from retrieval.search import Candidate, Retriever, fts_query, reciprocal_rank_fusion
+from retrieval.search import (
+    Candidate,
+    Retriever,
+    fts_query,
+    normalized_score_fusion,
+    reciprocal_rank_fusion,
+)
 
 PHONE_CALL = "phone call between the Cuban and Chinese presidents"
 
@@ -149,6 +155,36 @@ def test_fts_query_neutralises_syntax():
         == '"near" OR "a" OR "b" OR "or" OR "x" OR "col" OR "y" OR "z"'
     )
     assert fts_query("?!") == ""
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax"])
+def test_normalized_fusion_follows_its_formula(method):
+    """alpha * normalised dense + (1 - alpha) * normalised lexical, a passage missing from a
+    list taking that list's lowest normalised score; best first, ties by passage id."""
+    dense = [Candidate(4, 0.9), Candidate(1, 0.7), Candidate(2, 0.5)]
+    lexical = [Candidate(2, 12.0), Candidate(3, 6.0), Candidate(5, 6.0), Candidate(6, 3.0)]
+
+    def normalised(scores: list[float]) -> list[float]:
+        if method == "minmax":
+            low, high = min(scores), max(scores)
+            return [(s - low) / (high - low) for s in scores]
+        mean = sum(scores) / len(scores)
+        std = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
+        return [(s - mean) / std for s in scores]
+
+    d = dict(zip([4, 1, 2], normalised([0.9, 0.7, 0.5]), strict=True))
+    lex = dict(zip([2, 3, 5, 6], normalised([12.0, 6.0, 6.0, 3.0]), strict=True))
+    expected = {p: 0.6 * d.get(p, min(d.values())) + 0.4 * lex.get(p, min(lex.values()))
+                for p in {*d, *lex}}
+    fused = normalized_score_fusion(dense, lexical, alpha=0.6, method=method)
+    assert [c.passage_id for c in fused] == sorted(expected, key=lambda p: (-expected[p], p))
+    assert [c.score for c in fused] == pytest.approx([expected[c.passage_id] for c in fused])
+    tie = [c.passage_id for c in fused].index(3)  # 3 and 5: the same scores in both lists
+    assert fused[tie + 1].passage_id == 5 and fused[tie + 1].score == fused[tie].score
+    top = normalized_score_fusion(dense, lexical, alpha=0.6, method=method, limit=2)
+    assert top == fused[:2]
+    alone = normalized_score_fusion([], lexical, alpha=0.6, method=method)
+    assert [c.passage_id for c in alone] == [2, 3, 5, 6]
 
 
 def test_rrf_rewards_agreement():
