@@ -94,6 +94,21 @@ def test_batch_cutting_and_warm_up_leave_vectors_alone(fp32, passages):
     np.testing.assert_allclose(again, together, atol=1e-6)
 
 
+def test_short_texts_pad_to_fewer_tokens_with_the_same_vectors(fp32):
+    """A query pads to SHORT_PAD word pieces, not PAD_TO: the padding is masked out, so its
+    vector is the one it gets beside a long text (padded to a multiple of PAD_TO)."""
+    from retrieval.embedding_openvino import PAD_TO, SHORT_PAD, padded_length, padded_lengths
+
+    assert [padded_length(n) for n in (1, SHORT_PAD, SHORT_PAD + 1, PAD_TO + 1)] == [
+        SHORT_PAD, SHORT_PAD, PAD_TO, 2 * PAD_TO]
+    assert padded_lengths(256) == [SHORT_PAD, *range(PAD_TO, 257, PAD_TO)]
+    query, long = "bank holds interest rates", "The central bank said " * 12
+    assert fp32.count_tokens(query) <= SHORT_PAD < PAD_TO < fp32.count_tokens(long)
+    alone = fp32.embed_queries([query])[0]
+    beside = fp32.embed_documents([query, long, query, long])[0]  # one batch, padded to long
+    assert float(alone @ beside) > 0.99999
+
+
 def test_int8_is_close_to_fp32(int8, fp32, passages):
     cosines = (int8.embed_documents(passages) * fp32.embed_documents(passages)).sum(axis=1)
     assert cosines.mean() >= 0.99 and cosines.min() >= 0.95
