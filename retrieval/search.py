@@ -420,28 +420,43 @@ class Retriever:
         if mode == "lexical":
             return self._lexical(query, k, filters, allowed)
         assert vector is not None
+        # The two halves stay arrays until fused: a hybrid search makes Candidates only
+        # for the k it returns, not for the 2 x HYBRID_CANDIDATES it fuses.
         depth = max(k, HYBRID_CANDIDATES)
-        dense = self._dense(reader, vector, depth, allowed)
-        lexical = self._lexical(query, depth, filters, allowed)
-        return fuse(dense, lexical, self.fusion, limit=k)
+        dense = self._dense_ranking(reader, vector, depth, allowed)
+        lexical = self._lexical_ranking(query, depth, filters, allowed)
+        if self.fusion.method == "rrf":
+            return reciprocal_rank_fusion([candidates_of(dense), candidates_of(lexical)])[:k]
+        return fuse_rankings(dense, lexical, alpha=self.fusion.alpha,
+                             method=self.fusion.method, limit=k)
 
     def _dense(
         self, reader: SearchReader, vector: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> list[Candidate]:
+        return candidates_of(self._dense_ranking(reader, vector, k, allowed))
+
+    def _dense_ranking(
+        self, reader: SearchReader, vector: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> Ranking:
         if allowed is not None and len(allowed) == 0:
-            return []
+            return EMPTY_RANKING
         scores, ids = reader.dense(vector, k, allowed)
-        return [
-            Candidate(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0
-        ]
+        found = ids[0] >= 0  # FAISS pads with -1 when fewer than k exist
+        return ids[0][found].astype(np.int64), scores[0][found].astype(np.float64)
 
     def _lexical(
         self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
     ) -> list[Candidate]:
+        return candidates_of(self._lexical_ranking(query, k, filters, allowed))
+
+    def _lexical_ranking(
+        self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
+    ) -> Ranking:
         if allowed is not None and len(allowed) == 0:
-            return []
+            return EMPTY_RANKING
         rows = self.lexical.search(query, k, filters=filters, allowed=allowed)
-        return [Candidate(passage_id, score) for passage_id, score in rows]
+        return (np.array([passage_id for passage_id, _ in rows], dtype=np.int64),
+                np.array([score for _, score in rows], dtype=np.float64))
 
     def _hits(self, reader: SearchReader, candidates: Sequence[Candidate]) -> list[Hit]:
         rows = reader.hit_rows([c.passage_id for c in candidates])
@@ -468,6 +483,21 @@ class Retriever:
         return hits
 
 
+# A ranking as arrays, best first: (passage ids, int64; scores, float64).
+Ranking = tuple[np.ndarray, np.ndarray]
+EMPTY_RANKING: Ranking = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+
+def ranking_of(candidates: Sequence[Candidate]) -> Ranking:
+    return (np.array([c.passage_id for c in candidates], dtype=np.int64),
+            np.array([c.score for c in candidates], dtype=np.float64))
+
+
+def candidates_of(ranking: Ranking) -> list[Candidate]:
+    ids, scores = ranking
+    return [Candidate(i, s) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)]
+
+
 def fuse(
     dense: Sequence[Candidate], lexical: Sequence[Candidate], fusion: Fusion,
     *, limit: int | None = None,
@@ -489,20 +519,28 @@ def normalized_score_fusion(
 
     "minmax" maps a list onto [0, 1]; "zscore" subtracts its mean and divides by its
     standard deviation. A passage found by one list only gets the other's lowest
-    normalised score (as if ranked just below its last candidate). In numpy: it runs on
-    every hybrid search, over up to 2 x HYBRID_CANDIDATES passages.
+    normalised score (as if ranked just below its last candidate).
     """
-    ids = np.union1d([c.passage_id for c in dense], [c.passage_id for c in lexical])
+    return fuse_rankings(ranking_of(dense), ranking_of(lexical), alpha=alpha, method=method,
+                         limit=limit)
+
+
+def fuse_rankings(
+    dense: Ranking, lexical: Ranking, *, alpha: float, method: str, limit: int | None = None
+) -> list[Candidate]:
+    """`normalized_score_fusion` on arrays: it runs on every hybrid search, over up to
+    2 x HYBRID_CANDIDATES passages, so in numpy."""
+    ids = np.union1d(dense[0], lexical[0])
     scores = np.zeros(len(ids), dtype=np.float64)
-    for weight, part in ((alpha, dense), (1.0 - alpha, lexical)):
-        if not part:
+    for weight, (part_ids, part_scores) in ((alpha, dense), (1.0 - alpha, lexical)):
+        if not len(part_ids):
             continue  # its lowest normalised score would be 0.0: nothing to add
-        values = _normalized(np.array([c.score for c in part], dtype=np.float64), method)
+        values = _normalized(part_scores, method)
         spread = np.full(len(ids), values.min())
-        spread[np.searchsorted(ids, [c.passage_id for c in part])] = values
+        spread[np.searchsorted(ids, part_ids)] = values
         scores += weight * spread
     order = np.lexsort((ids, -scores))[:limit]  # best first, ties by passage id
-    return [Candidate(int(ids[i]), float(scores[i])) for i in order]
+    return candidates_of((ids[order], scores[order]))
 
 
 def _normalized(scores: np.ndarray, method: str) -> np.ndarray:
