@@ -7,7 +7,7 @@ left out), and two articles are near-duplicates when most of the smaller one's
 shingles are in the other (containment, robust to a dropped paragraph) and the two
 sets overlap enough that a short brief does not match a long story (Jaccard, which
 is at most the ratio of their sizes). Both are estimated from 128-permutation MinHash
-signatures (datasketch) and the sets' sizes. The README's "Near-duplicates" section has
+signatures and the sets' sizes. The README's "Near-duplicates" section has
 the measurement that chose this over Jaccard alone and over the embeddings' centroids.
 
 Finding candidates without comparing every pair: the signature is cut into BANDS bands
@@ -15,6 +15,21 @@ of ROWS values; two articles sharing any band's values are candidates (LSH), and
 candidate is kept only if it passes the rule. The store keeps each article's band keys
 in an indexed table, so finding candidates is a few index lookups inside the write
 transaction (groups.py).
+
+The signature: each shingle's 32-bit SHA-1 prefix is mixed by MurmurHash3's finalizer
+(a fixed bijection), then goes through NUM_PERM affine maps a h + b mod 2^32 (a odd, so
+each map is a bijection too), and the signature keeps each map's least value. It is
+computed here with numpy, as datasketch 2's MinHash computes it by default (its
+"affine32" scheme, the maps drawn the same way from the same seed):
+
+- the values must never change under a collection's feet, and datasketch's default did
+  between 1.x ("legacy": (a h + b) mod (2^61 - 1), cut to 32 bits) and 2.0, which a
+  plain upgrade would have mixed into one collection's groups. The scheme is now part
+  of the rule stored in the collection, so a collection grouped by another is regrouped;
+- importing datasketch cost every indexing process 0.6-0.9 s (it imports scipy), a
+  sixth of indexing 200 articles.
+
+`tests/test_duplicates.py` checks that the two agree bit for bit.
 
 Everything here is a pure function of text; the store decides groups.
 """
@@ -26,13 +41,9 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-
-if TYPE_CHECKING:
-    from datasketch import MinHash
 
 # Words per shingle: long enough that articles on one topic share few shingles, short
 # enough that a changed word breaks only a few of them.
@@ -41,6 +52,11 @@ NUM_PERM = 128
 # 64 bands of 2 rows: a pair at Jaccard 0.3 is a candidate with p = 0.998, at 0.25 0.98.
 BANDS, ROWS = 64, 2
 SEED = 1  # fixed: stored signatures must stay comparable with new ones, in every process
+SCHEME = "affine32"  # named in the stored rule: see the module's docstring
+# MurmurHash3's 32-bit finalizer: (shift, multiplier, shift, multiplier, shift).
+FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35),
+          np.uint32(16))
+EMPTY = np.uint32((1 << 32) - 1)  # the signature of an empty set, in every place
 # Chosen on the BBC measurement (README): the least Jaccard similarity and containment
 # (share of the smaller article's shingles found in the other) of one group.
 JACCARD = 0.3
@@ -75,7 +91,7 @@ class DuplicateRule:
     def describe(self) -> str:
         """The rule as stored in the collection's meta table."""
         return (
-            f"minhash:w{SHINGLE_WORDS}:p{NUM_PERM}:b{BANDS}x{ROWS}:s{SEED}"
+            f"minhash-{SCHEME}:w{SHINGLE_WORDS}:p{NUM_PERM}:b{BANDS}x{ROWS}:s{SEED}"
             f":j{self.jaccard:g}:c{self.containment:g}"
         )
 
@@ -123,20 +139,37 @@ def shingles(text: str) -> list[bytes]:
 
 
 @functools.cache
-def _template() -> MinHash:
-    # datasketch draws NUM_PERM permutations from SEED on every MinHash(); drawing them
-    # once and copying is what makes a signature cost well under a millisecond.
-    from datasketch import MinHash
+def permutations() -> tuple[NDArray[np.uint32], NDArray[np.uint32]]:
+    """The NUM_PERM affine maps' (a, b): a odd, b any 32-bit value, drawn from SEED."""
+    draw = np.random.RandomState(SEED)
+    a = draw.randint(0, 1 << 31, NUM_PERM, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = draw.randint(0, 1 << 32, NUM_PERM, dtype=np.uint32)
+    return a, b
 
-    return MinHash(num_perm=NUM_PERM, seed=SEED)
+
+def minhash(grams: Sequence[bytes]) -> NDArray[np.uint32]:
+    """The (NUM_PERM,) signature of a set of shingles (all EMPTY for an empty set)."""
+    if not grams:
+        return np.full(NUM_PERM, EMPTY, dtype=np.uint32)
+    h = np.array(
+        [int.from_bytes(hashlib.sha1(gram).digest()[:4], "little") for gram in grams],
+        dtype=np.uint32,
+    )
+    s1, m1, s2, m2, s3 = FMIX32
+    h ^= h >> s1
+    h *= m1  # uint32 products wrap around at 2^32: the arithmetic the scheme is defined in
+    h ^= h >> s2
+    h *= m2
+    h ^= h >> s3
+    a, b = permutations()
+    values: NDArray[np.uint32] = (h[:, None] * a + b).min(axis=0)
+    return values
 
 
 def fingerprint(text: str) -> Fingerprint:
     """The MinHash of the text's shingles, with its digest and band keys."""
     grams = shingles(text)
-    minhash = _template().copy()
-    minhash.update_batch(grams)
-    sig: NDArray[np.uint32] = minhash.hashvalues.astype(np.uint32)
+    sig = minhash(grams)
     exact = hashlib.blake2b(to_blob(sig), digest_size=16).hexdigest()
     return Fingerprint(sig, len(grams), exact, band_keys(sig))
 

@@ -58,8 +58,7 @@ def assign(
     """Gives a just-inserted article its group (inside its write); returns the group id.
 
     `found` is the article's `duplicates.fingerprint`, made by the caller before the
-    write: hashing is CPU work (and its first call imports datasketch and scipy, over
-    half a second) that other writers should not wait for.
+    write: hashing is CPU work that other writers should not wait for.
     """
     group = _exact_group(db, found.exact)
     if group is None:

@@ -205,6 +205,38 @@ def test_a_collection_made_before_groups_is_grouped_on_opening(tmp_path, embedde
         assert collection.duplicates_of([ORIGINAL]) == {ORIGINAL: [COPY]}
 
 
+def test_signatures_are_datasketchs_affine32_minhash_bit_for_bit():
+    """The signatures stored in collections were made by datasketch 2's MinHash; ours must
+    stay the same function (and the stored rule names it, so another one regroups)."""
+    datasketch = pytest.importorskip("datasketch")
+    template = datasketch.MinHash(num_perm=duplicates.NUM_PERM, seed=duplicates.SEED,
+                                  scheme=duplicates.SCHEME)
+    with open(BBC, encoding="utf-8") as lines:
+        texts = [json.loads(line)["text"] for _, line in zip(range(300), lines, strict=False)]
+    for text in [*texts, "Flash: quake", "!!!"]:
+        grams = shingles(text)
+        theirs = template.copy()
+        theirs.update_batch(grams)
+        assert (duplicates.minhash(grams) == theirs.hashvalues).all()
+    assert (duplicates.minhash([]) == template.hashvalues).all()  # nothing added yet
+    assert duplicates.SCHEME in DuplicateRule().describe()
+
+
+def test_a_collection_grouped_by_another_hash_function_is_regrouped(tmp_path, embedder):
+    path = tmp_path / "c"
+    original = bbc(ORIGINAL)[0]
+    with Collection.open(path, embedder) as collection:
+        collection.add_articles([original, republished(original), *bbc(*OTHERS)])
+    db = sqlite3.connect(path / STORE)  # as datasketch 1's "legacy" scheme left it
+    db.execute("UPDATE meta SET value = replace(value, 'minhash-affine32', 'minhash') "
+               "WHERE key LIKE 'duplicate%'")
+    db.execute("UPDATE duplicates SET grp = rowid + 1000, signature = zeroblob(512)")
+    db.commit()
+    db.close()
+    with Collection.open(path, embedder) as collection:
+        assert collection.duplicates_of([ORIGINAL]) == {ORIGINAL: [COPY]}
+
+
 def test_short_texts_and_bad_rules():
     assert shingles("Flash: quake") == [b"flash quake"]
     assert shingles("!!!") == [b"!!!"]
@@ -241,7 +273,7 @@ def test_collapsing_a_huge_group_stops_at_the_candidate_ceiling(tmp_path, embedd
 
 def test_fingerprints_are_made_before_the_write_transaction(tmp_path, embedder, monkeypatch):
     # Hashing inside the transaction held the write lock for 0.6 s on a process's first
-    # write (datasketch's import), long enough to make another process's write time out.
+    # write (then datasketch's import), long enough to make another process's write time out.
     inside_a_transaction = []
     with Collection.open(tmp_path / "c", embedder) as collection:
         real = duplicates.fingerprint
