@@ -40,7 +40,6 @@ PRECISIONS = ("int8", "fp32")
 # Bump when the export or quantisation settings change: it renames the cache folder.
 RECIPE_VERSION = 1
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-SMALL_BATCH = 4
 # Token sequences are padded to SHORT_PAD, or else to a multiple of PAD_TO. OpenVINO's
 # CPU plugin keeps compiled kernels and buffers per input shape: with any length from 1
 # to 256, a service's memory grew without bound (0.6 to 3.3 GB in 12 minutes of
@@ -69,10 +68,11 @@ class OpenVinoEmbedder:
         precision: "int8" (static quantisation, the fast one) or "fp32" (a plain export).
         cache_dir: where exports are kept (default ~/.cache/retrieval/models).
         batch_size: texts per inference call, after sorting by length.
-        threads: inference threads for batches; None uses every logical core. Calls of
-            fewer than SMALL_BATCH texts (single queries) always run on one thread: on two
-            cores shared with the HTTP server, one thread answered a query in ~3.6 ms where
-            two took ~11 ms.
+        threads: inference threads; None uses every logical core, for single queries too.
+            An earlier version ran calls of fewer than 4 texts on one thread (on an older
+            OpenVINO, two had taken ~11 ms against one's ~3.6 ms); served on 2 cores here,
+            two threads answered a lone hybrid search about 1 ms sooner (3.8-4.1 against
+            4.8-5.7 ms) with no loss at concurrency 32.
 
     Raises:
         InputError: no such model folder, or a pooling other than mean.
@@ -111,12 +111,10 @@ class OpenVinoEmbedder:
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
 
         core, xml = ov.Core(), str(self._export / "model.xml")
-        self._requests = {}  # one infer request per thread count: small and large calls
-        for n_threads in sorted({1, threads or os.cpu_count() or 1}):
-            config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": n_threads}
-            compiled = core.compile_model(xml, "CPU", config)
-            self._requests[n_threads] = compiled.create_infer_request()
-        self._many = max(self._requests)
+        config = {"PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1}
+        compiled = core.compile_model(xml, "CPU", config)
+        self._request = compiled.create_infer_request()
         self._inputs = {port.get_any_name() for port in compiled.inputs}
         self._dim = int(self._info["dim"])
         self._batch_size = batch_size
@@ -190,12 +188,10 @@ class OpenVinoEmbedder:
 
     def _infer(self, feed: dict[str, NDArray[np.int64]]) -> NDArray[np.float32]:
         """The transformer's last hidden state (b, s, dim) for one tokenized batch."""
-        size = len(feed["input_ids"])
-        request = self._requests[1 if size < SMALL_BATCH else self._many]
         with self._lock:
             # share_inputs: OpenVINO reads the arrays in place instead of copying them
             # first (0.3 ms of a 2 ms query in the service's profile).
-            hidden = request.infer({k: v for k, v in feed.items() if k in self._inputs},
+            hidden = self._request.infer({k: v for k, v in feed.items() if k in self._inputs},
                                    share_inputs=True)[0]
         return np.asarray(hidden, dtype=np.float32)
 
