@@ -295,8 +295,8 @@ class Retriever:
                 candidates = self._candidates(
                     reader, query, vector, options, wanted, filters, allowed
                 )
-                hits = self._hits(reader, candidates[offset:wanted])
-                results.append(with_duplicates(hits, reader, filters) if options.collapse else hits)
+                copies_within = filters if options.collapse else None
+                results.append(self._hits(reader, candidates[offset:wanted], copies_within))
         return results
 
     def highlight(
@@ -458,13 +458,23 @@ class Retriever:
         return (np.array([passage_id for passage_id, _ in rows], dtype=np.int64),
                 np.array([score for _, score in rows], dtype=np.float64))
 
-    def _hits(self, reader: SearchReader, candidates: Sequence[Candidate]) -> list[Hit]:
+    def _hits(
+        self, reader: SearchReader, candidates: Sequence[Candidate],
+        copies_within: Filters | None = None,
+    ) -> list[Hit]:
+        """The candidates as hits; given `copies_within` (a collapsed search's filters),
+        each carries the other articles of its group that match them."""
         rows = reader.hit_rows([c.passage_id for c in candidates])
+        copies: dict[str, list[str]] = {}
+        if copies_within is not None:
+            owners = dict.fromkeys(row["article_id"] for row in rows.values())
+            copies = reader.duplicates_of(list(owners), copies_within)
         hits: list[Hit] = []
         for candidate in candidates:
             row = rows.get(candidate.passage_id)
             if row is None:  # cannot happen in one snapshot; never return a dangling hit
                 continue
+            others = copies.get(row["article_id"], ())
             hits.append(
                 Hit(
                     passage_id=candidate.passage_id,
@@ -478,6 +488,8 @@ class Retriever:
                     rank=len(hits) + 1,
                     start=row["start"],
                     end=row["end"],
+                    duplicates=len(others),
+                    duplicate_ids=tuple(others),
                 )
             )
         return hits
@@ -593,16 +605,6 @@ def one_per_group(candidates: Sequence[Candidate], reader: SearchReader) -> list
             seen.add(group)
             kept.append(candidate)
     return kept
-
-
-def with_duplicates(hits: Sequence[Hit], reader: SearchReader, filters: Filters) -> list[Hit]:
-    """The hits, each carrying the other articles of its group that match the filters."""
-    others = reader.duplicates_of([hit.article_id for hit in hits], filters)
-    return [
-        replace(hit, duplicates=len(ids), duplicate_ids=tuple(ids))
-        for hit in hits
-        for ids in [others.get(hit.article_id, [])]
-    ]
 
 
 def complete(
