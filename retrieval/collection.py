@@ -487,12 +487,7 @@ class Collection:
                 changed, rows, fingerprints, strict=True
             ):
                 gone, new = self.store.put_article(article, article_rows, generation, fingerprint)
-                report.passages_removed += len(gone)
-                report.passages_added += len(new)
-                if article.id in known:
-                    report.updated += 1
-                else:
-                    report.added += 1
+                report.count_stored(len(gone), len(new), replaced=article.id in known)
 
     def delete_article(
         self, article_id: str, *, lock_timeout: float = DEFAULT_WRITE_TIMEOUT_S

@@ -38,6 +38,16 @@ class IngestReport:
     passages_removed: int = 0
     seconds: float = 0.0
 
+    def count_stored(self, removed: int, added: int, *, replaced: bool) -> None:
+        """Counts one article stored by `Store.put_article`: new, or replacing its
+        older version, with the passages that went and came."""
+        self.passages_removed += removed
+        self.passages_added += added
+        if replaced:
+            self.updated += 1
+        else:
+            self.added += 1
+
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
 

@@ -178,10 +178,5 @@ class ShardServer:
                     report.unchanged += 1
                     continue
                 gone, new = store.put_article(article, rows, generation, fingerprint)
-                report.passages_removed += len(gone)
-                report.passages_added += len(new)
-                if article.id in known:
-                    report.updated += 1
-                else:
-                    report.added += 1
+                report.count_stored(len(gone), len(new), replaced=article.id in known)
         return report
