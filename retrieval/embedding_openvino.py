@@ -7,10 +7,11 @@ folder named by the source model's fingerprint and the recipe, written to a temp
 folder and renamed into place, so a crash or a concurrent export never leaves half a model.
 
 At run time only `openvino` and `tokenizers` are used: tokenize (truncate to the model's
-limit, pad to the longest in the batch), run the transformer, mean-pool its last hidden
-state with the attention mask and L2-normalise: what the model's sentence-transformers
-pipeline (Transformer, mean Pooling, Normalize) does, which the tests check on the fp32
-export. Models with another pooling are refused rather than embedded wrongly.
+limit, pad the batch to one of a few lengths), run the transformer, mean-pool its last
+hidden state with the attention mask and L2-normalise: what the model's
+sentence-transformers pipeline (Transformer, mean Pooling, Normalize) does, which the
+tests check on the fp32 export. Models with another pooling are refused rather than
+embedded wrongly.
 """
 
 from __future__ import annotations
@@ -70,9 +71,9 @@ class OpenVinoEmbedder:
         batch_size: texts per inference call, after sorting by length.
         threads: inference threads; None uses every logical core, for single queries too.
             An earlier version ran calls of fewer than 4 texts on one thread (on an older
-            OpenVINO, two had taken ~11 ms against one's ~3.6 ms); served on 2 cores here,
-            two threads answered a lone hybrid search about 1 ms sooner (3.8-4.1 against
-            4.8-5.7 ms) with no loss at concurrency 32.
+            OpenVINO, two had taken ~11 ms against one's ~3.6 ms); served on 2 cores, two
+            threads answered a lone hybrid search about 1 ms sooner (p50 3.8-5.0 against
+            4.8-5.8 ms, interleaved runs) with no loss at concurrency 32.
 
     Raises:
         InputError: no such model folder, or a pooling other than mean.
@@ -191,8 +192,8 @@ class OpenVinoEmbedder:
         with self._lock:
             # share_inputs: OpenVINO reads the arrays in place instead of copying them
             # first (0.3 ms of a 2 ms query in the service's profile).
-            hidden = self._request.infer({k: v for k, v in feed.items() if k in self._inputs},
-                                   share_inputs=True)[0]
+            inputs = {k: v for k, v in feed.items() if k in self._inputs}
+            hidden = self._request.infer(inputs, share_inputs=True)[0]
         return np.asarray(hidden, dtype=np.float32)
 
 
