@@ -183,8 +183,9 @@ class _Growing:
 class MemoryBm25:
     """FTS5's bm25() over a store's passages, from postings in memory.
 
-    Implements `retrieval.lexical.LexicalIndex`. Built on its first search (about a
-    second per 10,000 passages here), then caught up from the store's log.
+    Implements `retrieval.lexical.LexicalIndex`. Built on its first search (7,827 BBC
+    passages: 1.7 s with VNNI, 3.1 s on an AVX2-only EPYC), then caught up from the
+    store's log.
     """
 
     def __init__(self, store: Store) -> None:

@@ -9,7 +9,8 @@ Implementations of one small protocol, measured against each other with
   On SciFact test it scores nDCG@10 0.688 (paragraph passages) and 0.687 (whole
   documents), level with bm25s (0.684 / 0.686) and above Pyserini's 0.665-0.679.
 - `bm25.MemoryBm25` (the engine's): the same scores as `Fts5Index`, from postings held
-  in memory and caught up from the store's log; a quarter of FTS5's CPU per headline.
+  in memory and caught up from the store's log; a sixth of FTS5's CPU per headline
+  (6.6-6.7x, `retrieval bench lexical`).
 - `Bm25sIndex`: bm25s, Lucene's BM25 (k1=1.5, b=0.75) over the same fields, lower-cased,
   English stopwords removed and Snowball-stemmed (PyStemmer): bm25s's BEIR recipe. It is
   derived data, like the FAISS index: built in memory from the store's passages and

@@ -447,16 +447,22 @@ class Retriever:
     def _lexical(
         self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
     ) -> list[Candidate]:
-        return candidates_of(self._lexical_ranking(query, k, filters, allowed))
+        rows = self._lexical_rows(query, k, filters, allowed)
+        return [Candidate(passage_id, score) for passage_id, score in rows]
 
     def _lexical_ranking(
         self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
     ) -> Ranking:
-        if allowed is not None and len(allowed) == 0:
-            return EMPTY_RANKING
-        rows = self.lexical.search(query, k, filters=filters, allowed=allowed)
+        rows = self._lexical_rows(query, k, filters, allowed)
         return (np.array([passage_id for passage_id, _ in rows], dtype=np.int64),
                 np.array([score for _, score in rows], dtype=np.float64))
+
+    def _lexical_rows(
+        self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
+    ) -> list[tuple[int, float]]:
+        if allowed is not None and len(allowed) == 0:
+            return []
+        return self.lexical.search(query, k, filters=filters, allowed=allowed)
 
     def _hits(
         self, reader: SearchReader, candidates: Sequence[Candidate],
