@@ -41,9 +41,11 @@ browser:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    chromium chromium-driver >/dev/null; }
 
+# ruff and mypy (strict), then the layers written in pyproject.toml (import-linter).
 lint: setup
-	$(BIN)/ruff check retrieval service tests
+	$(BIN)/ruff check retrieval service tests scripts
 	$(BIN)/mypy retrieval service
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,10 +18,10 @@ from typing import Any
 # Public name -> the module that defines it.
 _EXPORTS = {
     "Article": "retrieval.records",
-    "Collection": "retrieval.collection",
+    "Collection": "retrieval.collection.collection",
     "CollectionError": "retrieval.errors",
     "EmptyIndexError": "retrieval.errors",
-    "FaissIndex": "retrieval.index",
+    "FaissIndex": "retrieval.collection.index",
     "Filters": "retrieval.records",
     "Hit": "retrieval.records",
     "InputError": "retrieval.errors",
@@ -30,10 +30,10 @@ _EXPORTS = {
     "Passage": "retrieval.records",
     "RelatedArticle": "retrieval.records",
     "RetrievalError": "retrieval.errors",
-    "Retriever": "retrieval.search",
-    "Searcher": "retrieval.search",
-    "SentenceTransformerEmbedder": "retrieval.embedding",
-    "load_articles": "retrieval.loaders",
+    "Retriever": "retrieval.search.retriever",
+    "Searcher": "retrieval.search.retriever",
+    "SentenceTransformerEmbedder": "retrieval.models.embedding",
+    "load_articles": "retrieval.ingestion.loaders",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,6 +2,6 @@
 
 import sys
 
-from retrieval.cli import main
+from retrieval.cli.main import main
 
 sys.exit(main())

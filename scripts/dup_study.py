@@ -14,7 +14,7 @@ articles, typically follow-ups on one story.
 Methods, each grouping articles one at a time in corpus order, copies last (as at
 ingest: an article joins the group of its most similar earlier article at or above the
 threshold): MinHash over 5-word shingles of the body, through the store's own code
-(groups.py, a temporary store without vectors); and the cosine between article
+(retrieval/collection/groups.py, a temporary store without vectors); and the cosine between article
 centroids (the mean of an article's passage vectors, renormalised), from the collection
 (embedded on first use, all-MiniLM-L6-v2, torch, once).
 """
@@ -33,13 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.collection import Collection
-from retrieval.datasets import read_duplicates
-from retrieval.duplicates import JACCARD, DuplicateRule, shingles
-from retrieval.loaders import load_file
+from retrieval.collection.collection import Collection
+from retrieval.collection.duplicates import JACCARD, DuplicateRule, shingles
+from retrieval.collection.store import Store
+from retrieval.evaluation.datasets import read_duplicates
+from retrieval.ingestion.loaders import load_file
 from retrieval.records import Article
-from retrieval.related import centroid
-from retrieval.store import Store
+from retrieval.search.related import centroid
 
 BBC = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bbc"
 COPIES = 300

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.collection import Collection
-from retrieval.search import Retriever
+from retrieval.collection.collection import Collection
+from retrieval.search.retriever import Retriever
 
 SAMPLE = 300
 UNRELATED = [

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from retrieval.collection import Collection
+from retrieval.collection.collection import Collection
 from retrieval.errors import (
     CollectionError,
     CollectionLockedError,
@@ -28,7 +28,7 @@ from retrieval.errors import (
     NotFoundError,
     RetrievalError,
 )
-from retrieval.search import Retriever
+from retrieval.search.retriever import Retriever
 from service.batching import Batcher, ServiceBusyError, ServiceStoppingError
 from service.deps import RETRY_AFTER_S, AnyCollection, Service
 from service.limits import BodyLimitMiddleware

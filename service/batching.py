@@ -36,7 +36,7 @@ import numpy as np
 
 from retrieval.errors import EmptyIndexError, RetrievalError
 from retrieval.records import Hit
-from retrieval.search import Retriever, SearchOptions
+from retrieval.search.retriever import Retriever, SearchOptions
 
 logger = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Checks the collection exists, then serves it until interrupted."""
     quiet_threads()
-    from retrieval.manifest import read_manifest
+    from retrieval.collection.manifest import read_manifest
     from service.settings import Settings
 
     overrides = {
@@ -100,13 +100,13 @@ def serve(settings: Any, *, log_level: str = "info") -> None:
 
 def serve_shards(args: argparse.Namespace, settings: Any) -> int:
     """A sharded collection: on Ray Serve with --ray, else every shard in this process."""
-    from retrieval.shards import read_layout
+    from retrieval.cluster.layout import read_layout
 
     read_layout(args.shards)  # a clear error now rather than in the service's lifespan
     if args.ray is None:
         import uvicorn
 
-        from retrieval.sharded import open_local
+        from retrieval.cluster.router import open_local
         from service.app import create_app
 
         def open_shards(settings: Any, warm_up_tokens: int) -> Any:

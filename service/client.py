@@ -5,7 +5,7 @@
             print(hit.rank, round(hit.score, 3), hit.title)
 
 `RetrievalClient` and `AsyncRetrievalClient` return the library's own frozen dataclasses
-(`Hit`, `Passage`, `Article`), so `RetrievalClient` satisfies `retrieval.search.Searcher`
+(`Hit`, `Passage`, `Article`), so `RetrievalClient` satisfies `retrieval.search.retriever.Searcher`
 and evaluation code scores it exactly like a `Retriever`. Every failure (an error answer
 of the server, a timeout, a refused connection, an answer that is not the service's)
 raises one type, `RetrievalClientError`, carrying the server's message.
@@ -29,9 +29,10 @@ from retrieval.records import Article, Filters, Hit, Passage, RelatedArticle, Sp
 
 __all__ = ["AsyncRetrievalClient", "RetrievalClient", "RetrievalClientError"]
 
-# The same literals as retrieval.search.Mode and Sort, which cannot be imported here (numpy).
+# The same literals as retrieval.search.retriever.Mode and Sort, which cannot be imported
+# here (numpy).
 Mode = Literal["dense", "lexical", "hybrid"]
-# retrieval.search.DEFAULT_MODE (tests/test_client.py checks that they agree).
+# retrieval.search.retriever.DEFAULT_MODE (tests/test_client.py checks that they agree).
 DEFAULT_MODE: Mode = "hybrid"
 Sort = Literal["score", "date"]
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -71,7 +72,7 @@ class Call(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class Ranking:
-    """The re-ranking options of a search (see `retrieval.search.SearchOptions`), and
+    """The re-ranking options of a search (see `retrieval.search.retriever.SearchOptions`), and
     collapsing (None: the server's default, which is on).
 
     Sent only when set, so this client still talks to a server that predates them.

@@ -22,10 +22,10 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from retrieval.collection import Collection
+from retrieval.cluster.router import ShardedCollection
+from retrieval.collection.collection import Collection
 from retrieval.errors import CollectionLockedError
-from retrieval.search import Retriever
-from retrieval.sharded import ShardedCollection
+from retrieval.search.retriever import Retriever
 from service.batching import Batcher
 from service.settings import Settings
 

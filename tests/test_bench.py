@@ -11,8 +11,8 @@ import json
 import pytest
 from conftest import DATASETS
 
-from retrieval.bench import ingest_table
-from retrieval.cli import main
+from retrieval.bench.ingest import ingest_table
+from retrieval.cli.main import main
 
 pytestmark = pytest.mark.skipif(
     not (DATASETS / "bbc" / "corpus.jsonl").exists(), reason="needs ../shared/datasets/bbc"
@@ -34,7 +34,7 @@ def test_bench_ingest_reports_both_runs_and_the_ratio(capsys, embedder):
 
 
 def test_bench_index_measures_recall_against_exact(capsys, monkeypatch, tmp_path, embedder):
-    from retrieval import bench_index
+    from retrieval.bench import index as bench_index
 
     monkeypatch.setattr(bench_index, "CACHE", tmp_path / "cache")
     argv = ["bench", "index", "--size", "600", "--spec", "HNSW32,SQ8", "--queries", "12",
@@ -50,7 +50,7 @@ def test_bench_index_measures_recall_against_exact(capsys, monkeypatch, tmp_path
 
 
 def test_query_table_shows_the_ratio():
-    from service.bench_query import query_table
+    from service.bench.query import query_table
 
     rows = [
         {"concurrency": 1, "server": "service", "requests": 10, "qps": 90.0, "p50_ms": 9.0,

@@ -31,7 +31,7 @@ METRICS = {
 
 
 def test_parser_has_the_documented_defaults():
-    from service.bench_live import add_live_parser
+    from service.bench.live import add_live_parser
 
     parser = argparse.ArgumentParser()
     add_live_parser(parser.add_subparsers())
@@ -43,8 +43,8 @@ def test_parser_has_the_documented_defaults():
 
 @pytest.mark.slow
 def test_tiny_live_run_reports_every_metric_and_stays_exact(tmp_path, monkeypatch, capsys):
-    from retrieval import bench_index
-    from service import bench_live
+    from retrieval.bench import index as bench_index
+    from service.bench import live as bench_live
 
     monkeypatch.setattr(bench_index, "CACHE", tmp_path / "cache")
     argv = ["--size", "3000", "--idle", "5", "--duration", "15", "--warmup", "3",
@@ -62,7 +62,7 @@ def test_tiny_live_run_reports_every_metric_and_stays_exact(tmp_path, monkeypatc
     assert metrics["searches_idle"] > 0 and metrics["searches_writing"] > 0
     assert metrics["http_posts"] > 0 and metrics["freshness_probes"] == metrics["http_posts"]
     assert metrics["cli_index_runs"] > 0 and metrics["http_deletes"] == metrics["http_posts"]
-    assert result["command"].startswith("python -m service.bench_live --size 3000")
+    assert result["command"].startswith("python -m service.bench.live --size 3000")
     assert {"model", "avx2", "avx512f", "avx512_vnni", "amx"} <= set(result["cpu"])
     table = bench_live.live_table(result)
     assert "| metric | value | goal | pass |" in table

@@ -1,4 +1,5 @@
-"""The in-memory BM25 (bm25.py) gives FTS5's own bm25() answers, and keeps giving them as
+"""The in-memory BM25 (retrieval/collection/bm25.py) gives FTS5's own bm25() answers, and keeps
+giving them as
 articles are added, replaced and deleted; summed statistics make shards score as one store.
 
 These tests need no model: passages are stored with placeholder vectors, because only
@@ -15,10 +16,10 @@ import numpy as np
 import pytest
 from conftest import DATASETS
 
-from retrieval.bm25 import TOKENIZER, LexicalStatistics, MemoryBm25
-from retrieval.lexical import Fts5Index
+from retrieval.collection.bm25 import TOKENIZER, LexicalStatistics, MemoryBm25
+from retrieval.collection.lexical import Fts5Index
+from retrieval.collection.store import SCHEMA, NewPassage, Store
 from retrieval.records import Article, Filters
-from retrieval.store import SCHEMA, NewPassage, Store
 
 BBC = DATASETS / "bbc" / "corpus.jsonl"
 NONE = Filters()
@@ -152,7 +153,7 @@ def test_it_follows_adds_replacements_and_deletes(store):
 
 
 def test_compaction_after_mass_deletion_changes_no_answer(store, monkeypatch):
-    monkeypatch.setattr("retrieval.bm25.COMPACT_AFTER_DEAD", 0)
+    monkeypatch.setattr("retrieval.collection.bm25.COMPACT_AFTER_DEAD", 0)
     memory, fts5 = MemoryBm25(store), Fts5Index(store)
     memory.refresh()
     delete(store, [a.id for a in bbc_articles(280)])  # leaves 20 of 300 articles

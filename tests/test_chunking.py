@@ -16,8 +16,8 @@ import tokenizers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retrieval.chunking import ChunkerSettings, Tokenizer, chunk_text
 from retrieval.errors import InputError
+from retrieval.ingestion.chunking import ChunkerSettings, Tokenizer, chunk_text
 from retrieval.records import Span
 
 SEED = Path(__file__).resolve().parents[1] / "seeds" / "000_88e63c04297101a7.txt"

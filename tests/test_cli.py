@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import SEEDS
 
-from retrieval.cli import main
+from retrieval.cli.main import main
 
 SEED_ID = "000_88e63c04297101a7"
 
@@ -80,9 +80,9 @@ def test_delete_removes_the_article_and_refuses_an_unknown_id(indexed, capsys):
 
 
 def test_index_saves_a_checkpoint_when_one_is_due(tmp_path, embedder, capsys):
-    from retrieval.checkpoint import saved_checkpoints
-    from retrieval.collection import Collection
-    from retrieval.index_policy import IndexPolicy
+    from retrieval.collection.checkpoint import saved_checkpoints
+    from retrieval.collection.collection import Collection
+    from retrieval.collection.index_policy import IndexPolicy
 
     path = tmp_path / "collection"
     with Collection.open(path, embedder, policy=IndexPolicy(delta_max=2), background=False):

@@ -408,8 +408,8 @@ def test_every_way_in_defaults_to_the_engines_mode():
     # heavy or slow); this keeps the five places one decision.
     import inspect
 
-    from retrieval import cli
-    from retrieval.search import DEFAULT_MODE, Retriever
+    from retrieval.cli import main as cli
+    from retrieval.search.retriever import DEFAULT_MODE, Retriever
 
     assert DEFAULT_MODE == "hybrid"
     assert inspect.signature(Retriever.search).parameters["mode"].default == DEFAULT_MODE
@@ -484,7 +484,7 @@ NEWS = [
 def search_all(
     searcher: Any, mode: str, filters: Filters | None, cap: int | None, collapse: bool = False
 ) -> list[list[Hit]]:
-    """Scores any `retrieval.search.Searcher`: the evaluation code's view of both.
+    """Scores any `retrieval.search.retriever.Searcher`: the evaluation code's view of both.
 
     `collapse` is given to both: the library leaves it off by default, the service on.
     """
@@ -496,7 +496,7 @@ def search_all(
 @pytest.fixture(scope="module")
 def parity_collection(tmp_path_factory, embedder, seed_articles):
     """The seed article and a few short news items, indexed once for the module."""
-    from retrieval.collection import Collection
+    from retrieval.collection.collection import Collection
 
     path = tmp_path_factory.mktemp("parity") / "collection"
     with Collection.open(path, embedder) as collection:
@@ -523,7 +523,7 @@ def served(parity_collection):
 
 @pytest.mark.parametrize(("mode", "filters", "cap"), PARITY_CASES)
 def test_client_and_retriever_return_the_same_hits(parity_collection, served, mode, filters, cap):
-    from retrieval.search import Retriever
+    from retrieval.search.retriever import Retriever
 
     local = search_all(Retriever(parity_collection), mode, filters, cap)
     remote = search_all(served, mode, filters, cap)
@@ -552,7 +552,7 @@ RANKINGS = [
 def test_client_and_retriever_agree_on_min_score_freshness_and_date_order(
     parity_collection, served, options
 ):
-    from retrieval.search import Retriever
+    from retrieval.search.retriever import Retriever
 
     queries = ["storm floods", *PARITY_QUERIES]
     local = Retriever(parity_collection).search_batch(queries, 5, **options)
@@ -564,7 +564,7 @@ def test_client_and_retriever_agree_on_min_score_freshness_and_date_order(
 
 
 def test_client_and_retriever_agree_on_related(parity_collection, served):
-    from retrieval.search import Retriever
+    from retrieval.search.retriever import Retriever
 
     local = Retriever(parity_collection).related("rain", 3)
     remote = served.related("rain", 3)

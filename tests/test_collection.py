@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.checkpoint import saved_checkpoints as saved_indexes
-from retrieval.collection import Collection
+from retrieval.collection.checkpoint import saved_checkpoints as saved_indexes
+from retrieval.collection.collection import Collection
 from retrieval.errors import CollectionFormatError, ModelMismatchError, NotFoundError
 from retrieval.records import Article
-from retrieval.search import Retriever
+from retrieval.search.retriever import Retriever
 
 TEXT = (
     "The city council approved a new budget for public transport on Tuesday.\n\n"
@@ -164,7 +164,7 @@ def test_an_article_with_neither_text_nor_title_is_refused_before_any_write(coll
 
 
 def test_a_title_only_article_is_indexed_with_its_title_as_text(collection):
-    from retrieval.loaders import load_file
+    from retrieval.ingestion.loaders import load_file
 
     flash = article("flash", text="", title="Earthquake strikes off northern Japan")
     [(passage, embed_input)] = collection.passages_for(flash)
@@ -188,7 +188,7 @@ def test_a_thread_that_ends_leaves_no_connection_open(tmp_path):
     import os
     import threading
 
-    from retrieval.store import Store
+    from retrieval.collection.store import Store
 
     store = Store(tmp_path / "store.sqlite")
 

@@ -37,14 +37,14 @@ import numpy as np
 import pytest
 from service_fixtures import NEWS, build_collection, copy_collection
 
-from retrieval.bench_index import synthesize
-from retrieval.checkpoint import saved_checkpoints
-from retrieval.collection import STORE, Collection
-from retrieval.index_policy import IndexPolicy
+from retrieval.bench.index import synthesize
+from retrieval.collection.checkpoint import saved_checkpoints
+from retrieval.collection.collection import STORE, Collection
+from retrieval.collection.index_policy import IndexPolicy
+from retrieval.collection.store import NewPassage, Store
 from retrieval.records import Article
-from retrieval.search import Retriever
-from retrieval.store import NewPassage, Store
-from service.loadtest import free_port, stop, wait_until_ready
+from retrieval.search.retriever import Retriever
+from service.bench.loadtest import free_port, stop, wait_until_ready
 
 CHILD_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 

@@ -11,12 +11,12 @@ import sqlite3
 import pytest
 from conftest import DATASETS
 
-from retrieval import duplicates
-from retrieval.collection import Collection
-from retrieval.duplicates import DuplicateRule, shingles
+from retrieval.collection import duplicates
+from retrieval.collection.collection import Collection
+from retrieval.collection.duplicates import DuplicateRule, shingles
+from retrieval.collection.store import STORE
 from retrieval.records import Article, Filters
-from retrieval.search import Retriever
-from retrieval.store import STORE
+from retrieval.search.retriever import Retriever
 
 BBC = DATASETS / "bbc" / "corpus.jsonl"
 EXACT = ("business_214", "business_240")  # listed in the corpus's exact_duplicates.tsv
@@ -141,7 +141,7 @@ def test_the_service_collapses_by_default_and_the_client_agrees_with_the_library
 
 
 def test_the_cli_collapses_when_asked(bbc_collection, capsys):
-    from retrieval.cli import main
+    from retrieval.cli.main import main
 
     where = ["--collection", str(bbc_collection.path)]
     assert main(["search", "Time Warner profits", "-k", "2", "--collapse", *where]) == 0
@@ -250,7 +250,7 @@ def test_short_texts_and_bad_rules():
 def test_collapsing_a_huge_group_stops_at_the_candidate_ceiling(tmp_path, embedder, monkeypatch):
     """A group of many copies must not make a collapsed search read the whole collection:
     it reads at most COLLAPSE_MAX_POOL candidates (here 12), then answers with what it has."""
-    import retrieval.search as search
+    import retrieval.search.retriever as search
 
     monkeypatch.setattr(search, "COLLAPSE_MAX_POOL", 12)
     (original,) = bbc(ORIGINAL)

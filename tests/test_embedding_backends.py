@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from conftest import DATASETS, SEEDS
 
-from retrieval.backends import default_embedder
-from retrieval.collection import Collection
+from retrieval.collection.collection import Collection
 from retrieval.errors import InputError, ModelMismatchError
+from retrieval.models.backends import default_embedder
 
 pytest.importorskip("openvino")
 
@@ -37,14 +37,14 @@ def passages():
 
 @pytest.fixture(scope="session")
 def fp32(tmp_path_factory):
-    from retrieval.embedding_openvino import OpenVinoEmbedder
+    from retrieval.models.openvino import OpenVinoEmbedder
 
     return OpenVinoEmbedder(precision="fp32", cache_dir=tmp_path_factory.mktemp("ov-cache"))
 
 
 @pytest.fixture(scope="session")
 def int8():
-    from retrieval.embedding_openvino import OpenVinoEmbedder
+    from retrieval.models.openvino import OpenVinoEmbedder
 
     return OpenVinoEmbedder(precision="int8")
 
@@ -70,7 +70,7 @@ def test_fp32_export_truncates_like_sentence_transformers(fp32, embedder):
 
 
 def test_batches_are_cut_into_a_few_shapes():
-    from retrieval.embedding_openvino import batch_shapes, batch_sizes
+    from retrieval.models.openvino import batch_shapes, batch_sizes
 
     assert batch_shapes(0, 32) == []
     assert batch_shapes(29, 32) == [(0, 16), (16, 8), (24, 4), (28, 1)]
@@ -97,7 +97,7 @@ def test_batch_cutting_and_warm_up_leave_vectors_alone(fp32, passages):
 def test_short_texts_pad_to_fewer_tokens_with_the_same_vectors(fp32):
     """A query pads to SHORT_PAD word pieces, not PAD_TO: the padding is masked out, so its
     vector is the one it gets beside a long text (padded to a multiple of PAD_TO)."""
-    from retrieval.embedding_openvino import PAD_TO, SHORT_PAD, padded_length, padded_lengths
+    from retrieval.models.openvino import PAD_TO, SHORT_PAD, padded_length, padded_lengths
 
     assert [padded_length(n) for n in (1, SHORT_PAD, SHORT_PAD + 1, PAD_TO + 1)] == [
         SHORT_PAD, SHORT_PAD, PAD_TO, 2 * PAD_TO]
@@ -123,7 +123,7 @@ def test_int8_spec_names_the_export(int8, embedder):
 
 
 def test_the_export_is_cached_and_reused(tmp_path, fp32):
-    from retrieval.embedding_openvino import OpenVinoEmbedder
+    from retrieval.models.openvino import OpenVinoEmbedder
 
     again = OpenVinoEmbedder(precision="fp32", cache_dir=fp32._export.parent)  # no new export
     assert again.spec() == fp32.spec()
@@ -131,7 +131,7 @@ def test_the_export_is_cached_and_reused(tmp_path, fp32):
 
 
 def test_calibration_texts_are_fixed():
-    from retrieval.calibration import calibration_digest, calibration_texts
+    from retrieval.models.calibration import calibration_digest, calibration_texts
 
     texts = calibration_texts()
     assert len(texts) == 300 and texts == calibration_texts()
@@ -152,7 +152,7 @@ def test_a_collection_keeps_its_backend(tmp_path, int8, embedder, seed_articles)
 
 
 def test_unknown_precision_and_pooling_are_refused(tmp_path):
-    from retrieval.embedding_openvino import OpenVinoEmbedder, check_mean_pooling
+    from retrieval.models.openvino import OpenVinoEmbedder, check_mean_pooling
 
     with pytest.raises(InputError, match="precision"):
         OpenVinoEmbedder(precision="int4")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.cli import main
-from retrieval.datasets import load_beir, paragraph_spans, read_duplicates
-from retrieval.evaluation import (
+from retrieval.cli.main import main
+from retrieval.evaluation.datasets import load_beir, paragraph_spans, read_duplicates
+from retrieval.evaluation.scoring import (
     BEIR_METRICS,
     COMPLETE_MARK,
     documents_from_hits,
@@ -19,7 +19,7 @@ from retrieval.evaluation import (
     write_trec,
 )
 from retrieval.records import Article, Hit
-from retrieval.search import Candidate, Fusion, fuse
+from retrieval.search.retriever import Candidate, Fusion, fuse
 
 DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 
@@ -270,9 +270,9 @@ def test_cli_on_a_scifact_slice(tmp_path):
 
 
 def test_bm25s_index_follows_adds_deletes_and_filters(collection):
-    from retrieval.lexical import Bm25sIndex
+    from retrieval.collection.lexical import Bm25sIndex
     from retrieval.records import Filters
-    from retrieval.search import Retriever
+    from retrieval.search.retriever import Retriever
 
     docs = [Article(i, t, x) for i, t, x in CORPUS if x.strip()]
     collection.add_articles(docs[:3])

@@ -7,13 +7,16 @@ import json
 import pytest
 from test_evaluation import CORPUS, QRELS, QUERIES, write_beir
 
-from retrieval import backend_choice, backends, guard
-from retrieval.backend_choice import Speed
-from retrieval.cli import main
-from retrieval.embedding import default_model_path
-from retrieval.embedding_openvino import export_key
+from retrieval.cli.main import main
 from retrieval.errors import InputError
-from retrieval.guard import Comparison, GuardSet, paired
+from retrieval.evaluation import guard
+from retrieval.evaluation.guard import Comparison, GuardSet, paired
+from retrieval.models import backends
+from retrieval.models import choice as backend_choice
+from retrieval.models import verdicts as verdicts_module
+from retrieval.models.choice import Speed
+from retrieval.models.embedding import default_model_path
+from retrieval.models.openvino import export_key
 
 # -- the guard's rule, on numbers made up to sit on either side of it -----------------------
 
@@ -54,11 +57,12 @@ def test_the_guard_runs_every_mode_and_records_a_verdict_for_its_recipe(tmp_path
     assert verdict.passed and "avx2" in verdict.cpu
 
     verdicts = tmp_path / "verdicts.json"
-    guard.record(verdict, verdicts)
+    verdicts_module.record_verdict(verdict.backend, verdict.as_dict(), verdicts)
     fingerprint, recipe = export_key(default_model_path(), "fp32")
-    assert guard.passed("openvino-fp32", fingerprint, recipe, verdicts)
-    assert not guard.passed("openvino-fp32", fingerprint, "v0", verdicts)  # another export
-    assert not guard.passed("openvino-int8", fingerprint, recipe, verdicts)  # never judged
+    assert verdicts_module.passed("openvino-fp32", fingerprint, recipe, verdicts)
+    passed = verdicts_module.passed
+    assert not passed("openvino-fp32", fingerprint, "v0", verdicts)  # another export
+    assert not passed("openvino-int8", fingerprint, recipe, verdicts)  # never judged
     assert "**passes**" in guard.table(verdict)
 
 
@@ -66,7 +70,7 @@ def test_the_shipped_verdicts_pass_the_fast_backends_for_the_packaged_model():
     model = default_model_path()
     for name in ("openvino-int8", "openvino-fp32"):
         fingerprint, recipe = export_key(model, name.removeprefix("openvino-"))
-        assert guard.passed(name, fingerprint, recipe), name
+        assert verdicts_module.passed(name, fingerprint, recipe), name
     assert backend_choice.eligible(model) == list(backend_choice.CANDIDATES)
 
 

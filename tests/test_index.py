@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from retrieval.collection.index import FaissIndex, NumpyIndex
 from retrieval.errors import InputError
-from retrieval.index import FaissIndex, NumpyIndex
 
 SPECS = ["numpy", "Flat", "HNSW32", "HNSW32,SQ8", "IVF4,SQ8"]
 # SQ8 learns its per-dimension range from the first vectors added (50 here): a later
@@ -135,7 +135,7 @@ def test_bad_shapes_are_input_errors(spec):
 @pytest.mark.parametrize("approximate", ["HNSW32,SQ8", "IVF16,SQ8"])
 def test_approximate_index_over_many_vectors_with_restrictive_and_broad_filters(approximate):
     """Past EXACT_FILTER_LIMIT the index answers filtered queries; short rows fall back."""
-    from retrieval import index as module
+    from retrieval.collection import index as module
 
     rng = np.random.default_rng(3)
     centres = unit(rng, 40, 32)
@@ -168,7 +168,7 @@ def test_approximate_index_over_many_vectors_with_restrictive_and_broad_filters(
 
 @pytest.fixture
 def articles():
-    from retrieval.calibration import calibration_texts
+    from retrieval.models.calibration import calibration_texts
     from retrieval.records import Article
 
     texts = calibration_texts()
@@ -179,7 +179,7 @@ def articles():
 
 
 def dense_ids(collection, query, k=50, filters=None):
-    from retrieval.search import Retriever
+    from retrieval.search.retriever import Retriever
 
     hits = Retriever(collection).search(query, k, filters=filters)
     return [hit.passage_id for hit in hits], {hit.article_id for hit in hits}
@@ -188,8 +188,8 @@ def dense_ids(collection, query, k=50, filters=None):
 def test_auto_policy_checkpoints_the_approximate_index_and_reloads_it(
     tmp_path, embedder, articles
 ):
-    from retrieval.collection import Collection
-    from retrieval.index_policy import IndexPolicy
+    from retrieval.collection.collection import Collection
+    from retrieval.collection.index_policy import IndexPolicy
 
     policy = IndexPolicy("auto", exact_up_to=20, delta_max=1000)  # IVF1,SQ8 above 20
     path = tmp_path / "c"
@@ -212,8 +212,8 @@ def test_deletes_updates_and_filters_stay_right_with_the_approximate_index(
 ):
     from dataclasses import replace
 
-    from retrieval.collection import Collection
-    from retrieval.index_policy import IndexPolicy
+    from retrieval.collection.collection import Collection
+    from retrieval.collection.index_policy import IndexPolicy
     from retrieval.records import Filters
 
     path = tmp_path / "c"

@@ -20,8 +20,8 @@ import httpx2
 import pytest
 from service_fixtures import build_collection
 
-from retrieval.collection import Collection
-from service.loadtest import running_server
+from retrieval.collection.collection import Collection
+from service.bench.loadtest import running_server
 
 WRITES = 4  # `retrieval index` runs, each committing 3 one-article batches
 QUERIES = ["glacier retreat", "interest rates", "floods after rain", "cup final", "volcano"]
@@ -46,7 +46,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 DELETE = """
 import sys
-from retrieval.collection import Collection
+from retrieval.collection.collection import Collection
 with Collection.open(sys.argv[1], create=False, background=False) as collection:
     for article_id in sys.argv[2:]:
         collection.delete_article(article_id)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from retrieval.errors import InputError, LoadError
-from retrieval.loaders import LoadResult, load_articles, load_file
+from retrieval.ingestion.loaders import LoadResult, load_articles, load_file
 from retrieval.records import Article
 
 SEED = Path(__file__).resolve().parents[1] / "seeds" / "000_88e63c04297101a7.txt"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.cli import main
+from retrieval.cli.main import main
 from retrieval.errors import LoadError
-from retrieval.loaders import LoadResult, load_articles, load_file
+from retrieval.ingestion.loaders import LoadResult, load_articles, load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 NEWS = Path(__file__).resolve().parent / "data" / "news"

@@ -50,7 +50,7 @@ def base_url(tmp_path_factory, embedder, seed_articles) -> Iterator[str]:
     """The real service, serving a collection of the seed articles, on a free port."""
     import uvicorn
 
-    from retrieval.collection import Collection
+    from retrieval.collection.collection import Collection
     from service.app import create_app
     from service.settings import Settings
 

@@ -24,10 +24,10 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip ins
 from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from retrieval.collection import Collection  # noqa: E402
+from retrieval.cluster.layout import read_layout, split  # noqa: E402
+from retrieval.collection.collection import Collection  # noqa: E402
 from retrieval.records import Article, Filters  # noqa: E402
-from retrieval.search import Retriever  # noqa: E402
-from retrieval.shards import read_layout, split  # noqa: E402
+from retrieval.search.retriever import Retriever  # noqa: E402
 from service.client import RetrievalClient, RetrievalClientError  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
@@ -207,9 +207,9 @@ def test_ray_data_indexes_into_shards_as_one_collection_would(cluster, single, t
     import subprocess
     import sys
 
-    from retrieval.ray_index import index_on_ray
-    from retrieval.sharded import open_local
-    from retrieval.shards import create_shards
+    from retrieval.cluster.layout import create_shards
+    from retrieval.cluster.ray_index import index_on_ray
+    from retrieval.cluster.router import open_local
 
     shards = tmp_path / "shards"
     create_shards(shards, 2, single.manifest)
@@ -262,8 +262,8 @@ def test_ray_data_indexes_into_shards_as_one_collection_would(cluster, single, t
 
 
 def test_the_index_command_refuses_bad_input_with_strict(cluster, single, tmp_path):
-    from retrieval.cli import main
-    from retrieval.shards import create_shards
+    from retrieval.cli.main import main
+    from retrieval.cluster.layout import create_shards
 
     shards = tmp_path / "shards"
     create_shards(shards, 2, single.manifest)

@@ -6,11 +6,11 @@ import datetime
 
 import pytest
 
-from retrieval import search as search_module
 from retrieval.errors import EmptyIndexError, InputError, NotFoundError
-from retrieval.ranking import decayed, recency_factor
 from retrieval.records import Article, Filters
-from retrieval.search import (
+from retrieval.search import retriever as search_module
+from retrieval.search.ranking import decayed, recency_factor
+from retrieval.search.retriever import (
     Candidate,
     Retriever,
     fts_query,

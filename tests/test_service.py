@@ -15,7 +15,7 @@ from service_fixtures import build_collection
 
 from retrieval.errors import EmptyIndexError, InputError
 from retrieval.records import Hit
-from retrieval.search import SearchOptions
+from retrieval.search.retriever import SearchOptions
 from service.app import create_app
 from service.batching import Batcher
 from service.settings import Settings
@@ -416,7 +416,7 @@ def test_docs_openapi_and_page(client):
 
 
 def test_serve_is_a_retrieval_subcommand(tmp_path, capsys):
-    from retrieval.cli import build_parser, main
+    from retrieval.cli.main import build_parser, main
     from service.cli import run
 
     args = build_parser().parse_args(["serve", "--collection", str(tmp_path), "--port", "9"])

@@ -7,7 +7,7 @@ import asyncio
 
 from service_fixtures import build_collection
 
-from service.loadtest import FALLBACK_QUERIES, batch_sizes, run_load, running_server
+from service.bench.loadtest import FALLBACK_QUERIES, batch_sizes, run_load, running_server
 
 REQUESTS, CONCURRENCY = 200, 16
 

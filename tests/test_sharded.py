@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 from sharded_fixtures import CASES, QUERIES, bbc_sample, same_hits
 
-from retrieval.collection import Collection
+from retrieval.cluster.layout import ID_RANGE, create_shards, join, read_layout, shard_of, split
+from retrieval.cluster.router import open_local
+from retrieval.collection.collection import Collection
 from retrieval.errors import CollectionFormatError, InputError, NotFoundError
 from retrieval.records import Article
-from retrieval.search import Retriever
-from retrieval.sharded import open_local
-from retrieval.shards import ID_RANGE, create_shards, join, read_layout, shard_of, split
+from retrieval.search.retriever import Retriever
 
 N_SHARDS = 3
 
@@ -136,7 +136,7 @@ def test_without_ray_nothing_imports_ray():
     import subprocess
     import sys
 
-    code = ("import sys, retrieval.sharded, retrieval.shards_cli, retrieval.cli, service.app, "
-            "service.cli; retrieval.cli.build_parser(); "
+    code = ("import sys, retrieval.cluster.router, retrieval.cli.shards, retrieval.cli.main, "
+            "service.app, service.cli; retrieval.cli.main.build_parser(); "
             "assert 'ray' not in sys.modules, 'ray was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from service_fixtures import build_collection
 
-from retrieval.collection import Collection
+from retrieval.collection.collection import Collection
+from retrieval.collection.snapshot import snapshot
 from retrieval.errors import InputError
-from retrieval.search import Retriever
-from retrieval.snapshot import snapshot
-from service.loadtest import running_server
+from retrieval.search.retriever import Retriever
+from service.bench.loadtest import running_server
 
 QUERIES = ["flooded roads after heavy rain", "interest rates", "glacier report", "cup final"]
 

@@ -1,0 +1,159 @@
+"""Checkpoints: the collection's FAISS index saved as of one store generation.
+
+A checkpoint is the file `index-<generation>.faiss` (derived data: the store can always
+rebuild it). It is built from one read snapshot of the store, never from an index that
+writes are changing, so it holds exactly the passages committed at its generation. It
+is written to a temporary file, synced and renamed into place, so a process killed at
+any moment leaves either the old checkpoint or the new one, never half of one; older
+checkpoints are removed after the rename.
+
+Building one is beside the searches: it takes no lock that searches or writes need.
+One process builds at a time (`checkpoint.lock`, tried without waiting: a process that
+finds it taken leaves the work to the one holding it).
+
+Two ways to build, chosen by the policy (index_policy.py):
+- merge: a copy of the current checkpoint, minus the passages deleted since, plus the
+  ones added since: the trained IVF lists are kept;
+- rebuild: a new index of the wanted spec, trained on a seeded sample of the stored
+  vectors (the same store gives the same index), filled with every stored vector.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.collection.index import FaissIndex, training_size
+from retrieval.collection.index_policy import IndexPolicy
+from retrieval.collection.store import Store
+
+logger = logging.getLogger(__name__)
+
+LOCK = "checkpoint.lock"
+PREFIX, SUFFIX = "index-", ".faiss"
+
+
+class CheckpointAborted(Exception):
+    """The collection was closed while a checkpoint was being built."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A built checkpoint: the index, the generation it reflects, and how it was made."""
+
+    index: FaissIndex
+    generation: int
+    how: str  # "merged", "rebuilt as <spec>"
+
+
+def file_for(path: Path, generation: int) -> Path:
+    return path / f"{PREFIX}{generation:012d}{SUFFIX}"
+
+
+def saved_checkpoints(path: Path) -> list[tuple[int, Path]]:
+    """Checkpoint files in a collection directory, newest generation first."""
+    found = []
+    for file in path.glob(f"{PREFIX}*{SUFFIX}"):
+        try:
+            found.append((int(file.name[len(PREFIX) : -len(SUFFIX)]), file))
+        except ValueError:
+            continue
+    return sorted(found, reverse=True)
+
+
+def load_newest(path: Path, up_to: int, *, newer_than: int = -1) -> Checkpoint | None:
+    """The newest readable checkpoint of a generation in (newer_than, up_to], or None.
+
+    A file of a later generation than the store's is skipped (the store was restored
+    from an older copy); an unreadable one is skipped too, and the next one tried.
+    """
+    for generation, file in saved_checkpoints(path):
+        if generation > up_to:
+            continue
+        if generation <= newer_than:
+            return None
+        try:
+            return Checkpoint(FaissIndex.load(file), generation, "loaded")
+        except (RuntimeError, OSError) as error:  # removed meanwhile, or unreadable
+            logger.warning("ignoring checkpoint %s: %s", file, error)
+    return None
+
+
+def build(
+    store: Store,
+    dim: int,
+    policy: IndexPolicy,
+    current: Checkpoint | None,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Checkpoint:
+    """A checkpoint of the store as of now, merged into `current` or rebuilt.
+
+    Runs in one read snapshot on the calling thread's connection.
+
+    Raises:
+        CheckpointAborted: `should_stop` said so between two steps.
+    """
+    with store.snapshot() as generation:
+        n_passages = store.counts()["passages"]
+        current_spec = current.index.spec if current else None
+        wanted = policy.wanted_spec(n_passages, current_spec)
+        if current is not None and wanted == current_spec and mergeable(current.index):
+            index = current.index.copy()
+            index.remove(store.removed_between(current.generation, generation))
+            since, how = current.generation, "merged"
+        else:
+            index = trained_index(store, dim, wanted, n_passages)
+            since, how = 0, f"rebuilt as {wanted}"
+        for ids, vectors in store.vectors(dim, since=since, until=generation):
+            if should_stop():
+                raise CheckpointAborted()
+            index.add(ids, vectors)
+    return Checkpoint(index, generation, how)
+
+
+def mergeable(index: FaissIndex) -> bool:
+    """Flat and IVF indexes take deletions in place; an HNSW graph is rebuilt instead."""
+    return not index.approximate or index.ivf
+
+
+def trained_index(store: Store, dim: int, spec: str, n_passages: int) -> FaissIndex:
+    """An empty index of `spec`, trained on a seeded sample of the stored vectors."""
+    index = FaissIndex(dim, spec)
+    wanted = training_size(spec)
+    if wanted and n_passages:
+        rng = np.random.default_rng(0)
+        share = wanted / n_passages
+        sample = [vectors[rng.random(len(vectors)) < share] for _, vectors in store.vectors(dim)]
+        index.train(np.concatenate(sample))
+    return index
+
+
+def save(path: Path, checkpoint: Checkpoint) -> Path:
+    """Writes a checkpoint atomically, then removes older ones and stale temporary files.
+
+    Call it holding the checkpoint lock: any temporary file left is a killed build's.
+    """
+    target = file_for(path, checkpoint.generation)
+    for stale in path.glob(f"{PREFIX}*{SUFFIX}.tmp"):
+        stale.unlink(missing_ok=True)
+    checkpoint.index.save(target)  # temporary file, fsync, rename
+    sync_directory(path)  # the rename itself survives a power loss
+    for generation, file in saved_checkpoints(path):
+        if generation != checkpoint.generation:
+            # A reader still loading it keeps its open file; a later one moves on.
+            file.unlink(missing_ok=True)
+    return target
+
+
+def sync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
