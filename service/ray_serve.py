@@ -33,7 +33,7 @@ from ray import serve
 from ray.exceptions import RayTaskError
 
 from retrieval.cluster.layout import ShardLayout, open_shard, read_layout
-from retrieval.cluster.router import Pending, ShardClient, ShardedCollection
+from retrieval.cluster.router import Pending, ShardClient, ShardedCollection, Traffic
 from retrieval.cluster.shard_server import ShardServer
 from retrieval.errors import RetrievalError, ShardUnavailableError
 from service.settings import Settings
@@ -122,6 +122,7 @@ class Ingress:
         self.layout = ShardLayout.from_json(Path(shards_dir), layout_json)
         self.settings = settings
         self.shards = shards
+        self.collection: ShardedCollection | None = None
 
     def __serve_build_asgi_app__(self) -> Any:
         from service.app import create_app
@@ -136,7 +137,14 @@ class Ingress:
         embedder = collection.embedder  # loads the model now, not on the first search
         if warm_up_tokens:
             embedder.warm_up(warm_up_tokens)
+        self.collection = collection
         return collection
+
+    def traffic(self) -> dict[str, int]:
+        """What this replica's router has sent to shards so far (`router.Traffic`), for
+        `retrieval bench ray`: called through the deployment's handle, not over HTTP."""
+        counts = self.collection.traffic.now() if self.collection else Traffic()
+        return {"searches": counts.searches, "rounds": counts.rounds, "calls": counts.calls}
 
 
 def build_app(

@@ -86,6 +86,22 @@ def test_paging_highlight_and_related_match(single, sharded):
     ]
 
 
+# Rounds of shard calls per search, by (mode, collapse): counted at the router.
+ROUNDS = {("dense", False): 3, ("lexical", False): 4, ("hybrid", False): 5,
+          ("hybrid", True): 7}
+
+
+@pytest.mark.parametrize(("mode", "collapse"), sorted(ROUNDS))
+def test_the_router_counts_its_rounds_per_search(sharded, mode, collapse):
+    retriever = Retriever(sharded)
+    retriever.search(QUERIES[0], 5, mode=mode, collapse=collapse)  # statistics warm
+    before = sharded.traffic.now()
+    retriever.search(QUERIES[1], 5, mode=mode, collapse=collapse)
+    spent = sharded.traffic.now() - before
+    assert (spent.searches, spent.rounds) == (1, ROUNDS[mode, collapse])
+    assert spent.calls <= spent.rounds * N_SHARDS
+
+
 def test_writes_touch_only_their_shard_and_are_found(sharded):
     article = Article("harbour-1", "Harbour reopens", "The harbour reopened after the storm.\n\n"
                       "Fishing boats went out again on Tuesday morning.", date="2024-02-02",

@@ -29,9 +29,11 @@ whose row is gone).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,6 +99,44 @@ class LocalShard:
         self.server.close()
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """What the router sent to shards, counted (not assumed).
+
+    Attributes:
+        searches: reads of the collection as search (`reading()`: one per search batch).
+        rounds: groups of shard calls sent together and awaited together; a search's
+            latency is at least its rounds times one round trip.
+        calls: shard calls (a round to every shard of N is N calls).
+    """
+
+    searches: int = 0
+    rounds: int = 0
+    calls: int = 0
+
+    def __sub__(self, before: Traffic) -> Traffic:
+        return Traffic(self.searches - before.searches, self.rounds - before.rounds,
+                       self.calls - before.calls)
+
+
+class TrafficCounter:
+    """`Traffic` counted from any thread (concurrent searches share the router)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = Traffic()
+
+    def count(self, *, searches: int = 0, rounds: int = 0, calls: int = 0) -> None:
+        with self._lock:
+            now = self._counts
+            self._counts = Traffic(now.searches + searches, now.rounds + rounds,
+                                   now.calls + calls)
+
+    def now(self) -> Traffic:
+        with self._lock:
+            return self._counts
+
+
 class ShardedCollection:
     """N shards answering as one collection (see the module docstring).
 
@@ -120,6 +160,7 @@ class ShardedCollection:
         self._embedder = embedder
         self.index = ShardedSize(self)
         self._lexical = ShardedLexical(self)
+        self.traffic = TrafficCounter()
 
     @property
     def embedder(self) -> Embedder:
@@ -142,24 +183,33 @@ class ShardedCollection:
 
     def fan_out(self, method: str, *args: Any) -> list[Any]:
         """Every shard's answer to the same call, in shard order (asked in parallel)."""
-        pending = [shard.call(method, *args) for shard in self.shards]
-        return [answer.result() for answer in pending]
+        return self.round([(index, method, args) for index in range(len(self.shards))])
 
     def by_article(self, method: str, article_ids: Sequence[str], *args: Any) -> list[Any]:
         """Each shard holding some of the articles answers for its own ones."""
         mine: dict[int, list[str]] = {}
         for article_id in article_ids:
             mine.setdefault(self.layout.shard_of(article_id), []).append(article_id)
-        pending = [self.shards[i].call(method, ids, *args) for i, ids in sorted(mine.items())]
-        return [answer.result() for answer in pending]
+        return self.round([(i, method, (ids, *args)) for i, ids in sorted(mine.items())])
 
-    def shard_for(self, article_id: str) -> ShardClient:
-        return self.shards[self.layout.shard_of(article_id)]
+    def call_shard_of(self, article_id: str, method: str, *args: Any) -> Any:
+        """The answer of the shard holding the article (one round of one call)."""
+        return self.round([(self.layout.shard_of(article_id), method, (article_id, *args))])[0]
+
+    def round(self, calls: Sequence[tuple[int, str, tuple[Any, ...]]]) -> list[Any]:
+        """One round: every (shard index, method, args) call sent, then every answer
+        collected, in order; counted in `traffic`."""
+        if not calls:
+            return []
+        self.traffic.count(rounds=1, calls=len(calls))
+        pending = [self.shards[index].call(method, *args) for index, method, args in calls]
+        return [answer.result() for answer in pending]
 
     # -- what search reads ----------------------------------------------------------------
 
     @contextmanager
     def reading(self) -> Iterator[ShardedReader]:
+        self.traffic.count(searches=1)
         yield ShardedReader(self)
 
     @property
@@ -177,15 +227,15 @@ class ShardedCollection:
         yield -1
 
     def article(self, article_id: str) -> Article:
-        article: Article = self.shard_for(article_id).call("article", article_id).result()
+        article: Article = self.call_shard_of(article_id, "article")
         return article
 
     def passages_of(self, article_id: str) -> list[Passage]:
         return self.article_with_passages(article_id)[1]
 
     def article_with_passages(self, article_id: str) -> tuple[Article, list[Passage]]:
-        found: tuple[Article, list[Passage]] = (
-            self.shard_for(article_id).call("article_with_passages", article_id).result()
+        found: tuple[Article, list[Passage]] = self.call_shard_of(
+            article_id, "article_with_passages"
         )
         return found
 
@@ -247,16 +297,14 @@ class ShardedCollection:
         mine: dict[int, list[tuple[Article, list[NewPassage]]]] = {}
         for item in zip(changed, rows, strict=True):
             mine.setdefault(self.layout.shard_of(item[0].id), []).append(item)
-        pending = [self.shards[i].call("write_embedded", items, lock_timeout)
-                   for i, items in sorted(mine.items())]
-        return [unchanged, *(answer.result() for answer in pending)]
+        written = self.round([(i, "write_embedded", (items, lock_timeout))
+                              for i, items in sorted(mine.items())])
+        return [unchanged, *written]
 
     def delete_article(
         self, article_id: str, *, lock_timeout: float = DEFAULT_WRITE_TIMEOUT_S
     ) -> int:
-        removed: int = self.shard_for(article_id).call(
-            "delete_article", article_id, lock_timeout
-        ).result()
+        removed: int = self.call_shard_of(article_id, "delete_article", lock_timeout)
         return removed
 
 
@@ -302,9 +350,7 @@ class ShardedReader:
         return merged(self.fan_out("group_keys", list(passage_ids)))
 
     def article_vectors(self, article_id: str) -> np.ndarray:
-        vectors: np.ndarray = (
-            self.collection.shard_for(article_id).call("article_vectors", article_id).result()
-        )
+        vectors: np.ndarray = self.collection.call_shard_of(article_id, "article_vectors")
         return vectors
 
     def article_rows(self, article_ids: Sequence[str]) -> dict[str, Any]:
@@ -319,7 +365,7 @@ class ShardedReader:
         return merged(self.collection.by_article("duplicates_of", article_ids, filters))
 
     def has_article(self, article_id: str) -> bool:
-        found: bool = self.collection.shard_for(article_id).call("has_article", article_id).result()
+        found: bool = self.collection.call_shard_of(article_id, "has_article")
         return found
 
 

@@ -9,8 +9,8 @@ One run, on one machine, in this order (never two at once, so they never compete
    articles into empty shards (`index_on_ray`), end to end (actor start and model load
    included: they are part of every Ray Data run).
 4. Those shards served on Ray Serve (service/ray_serve.py), under the same load; and the
-   round trip of one call to a shard deployment, which explains the overhead: a search
-   makes a fixed number of fan-outs (below), each a round trip to every shard.
+   round trip of one call to a shard deployment, and the rounds and shard calls the
+   ingress's router counted during the load: together they explain the overhead.
 
 On two cores Ray cannot show a speed-up: the shards, the ingress, the proxy and Ray's
 own processes share the cores the single process had alone. What this measures is the
@@ -29,10 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.bench.common import BBC, print_result
-
-# Fan-outs (a call to every shard) per search, by what the search needs: size (the
-# empty-collection check), dense top k, BM25 statistics, BM25 top k, hit rows.
-FAN_OUTS = {"dense": 3, "lexical": 4, "hybrid": 5}
 
 
 def add_ray_parser(benches: Any) -> None:
@@ -91,6 +87,7 @@ def measure(
         "index_ray_passages_per_s": round(ray_part["passages"] / ray_part["index_s"], 1),
         "bytes_per_passage_on_disk": round(info.bytes_on_disk / max(info.passages, 1)),
         "shard_call_ms": ray_part["shard_call_ms"],
+        "traffic": ray_part["traffic"],
         "levels": [
             {"concurrency": level, "server": name, "qps": round(r.qps, 1),
              "p50_ms": round(r.percentile_ms(50), 1), "p99_ms": round(r.percentile_ms(99), 1),
@@ -152,14 +149,16 @@ def measure_ray(
             def __exit__(self, *exc: object) -> None:
                 pass
 
+        ingress = serve.get_deployment_handle("ingress", ray_serve.APP_NAME)
         results = load(Deployed, queries, levels, counts)
+        traffic = ingress.traffic.remote().result()
         call_ms = shard_call_ms(serve.get_deployment_handle("shard0", ray_serve.APP_NAME))
         serve.shutdown()  # type: ignore[no-untyped-call]
     finally:
         ray.shutdown()
         cluster.shutdown()  # type: ignore[no-untyped-call]
     return {"index_s": round(index_s, 2), "passages": report.passages_added,
-            "load": results, "shard_call_ms": call_ms}
+            "load": results, "shard_call_ms": call_ms, "traffic": traffic}
 
 
 def shard_call_ms(handle: Any, calls: int = 50) -> float:
@@ -192,12 +191,19 @@ def ray_table(r: dict[str, Any]) -> str:
         f"| {row['p50_ms']} | {row['p99_ms']} |"
         for row in r["levels"]
     ]
+    traffic = r["traffic"]
+    searches = max(traffic["searches"], 1)
     lines += [
         "",
-        f"one call to a shard deployment: {r['shard_call_ms']} ms; a hybrid search makes "
-        f"{FAN_OUTS['hybrid']} fan-outs (dense {FAN_OUTS['dense']}), each a call to every "
-        f"shard; {r['bytes_per_passage_on_disk']} bytes per passage on disk; "
-        f"errors: {r['errors']}",
+        f"counted at the ingress's router over the whole load (warm-up included): "
+        f"{traffic['searches']} searches, {traffic['rounds'] / searches:.2f} rounds and "
+        f"{traffic['calls'] / searches:.2f} shard calls per search "
+        f"(a round is one call to each shard it needs, sent together)",
+        f"one round trip to a shard deployment, measured in this run: "
+        f"{r['shard_call_ms']} ms, so rounds cost about "
+        f"{traffic['rounds'] / searches * r['shard_call_ms']:.1f} ms of each search's "
+        f"latency; the rest is the model, ranking, HTTP and Ray's proxy",
+        f"{r['bytes_per_passage_on_disk']} bytes per passage on disk; errors: {r['errors']}",
     ]
     if r["errors"]:
         lines.append(f"first errors: {r['error_samples']}")
