@@ -8,8 +8,10 @@ numpy arrays, records), never a SQLite row or a lock, so the same object serves 
 process (`sharded.LocalShard`) and as a Ray Serve deployment (service/ray_serve.py),
 where answers cross process boundaries.
 
-Each method is one consistent read of the shard (`Collection.reading`); the router's
-several calls for one search each see the shard's latest committed generation.
+A search is one call, `query` (query_phase.py): one consistent read of the shard
+(`Collection.reading`) answers it whole, its BM25 half included. The other reads
+(`dense`, `hit_rows`, ...) serve what a search's query phase did not bring back
+(a deeper pool, a related-articles search); each is one consistent read too.
 """
 
 from __future__ import annotations
@@ -19,16 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.cluster.query_phase import HIT_FIELDS, ShardAnswer, ShardQuery, answer_query
 from retrieval.collection import duplicates
-from retrieval.collection.bm25 import LexicalStatistics
 from retrieval.collection.collection import Collection
 from retrieval.collection.ingest import IngestReport, indexable
 from retrieval.collection.store import DEFAULT_WRITE_TIMEOUT_S, NewPassage
 from retrieval.errors import NotFoundError
 from retrieval.records import Article, Filters, Passage
-
-# The fields of `Store.hit_rows` that a Hit is built from.
-HIT_FIELDS = ("article_id", "text", "start", "end", "title", "date", "source", "url")
 
 
 class ShardServer:
@@ -48,6 +47,10 @@ class ShardServer:
         self.collection.close()
 
     # -- the reads of one search ----------------------------------------------------------
+
+    def query(self, query: ShardQuery) -> ShardAnswer:
+        """A search's query phase on this shard, in one read (query_phase.py)."""
+        return answer_query(self.collection, self.index, query)
 
     def dense(
         self, vectors: np.ndarray, k: int, allowed: np.ndarray | None
@@ -104,20 +107,6 @@ class ShardServer:
     def has_article(self, article_id: str) -> bool:
         with self.collection.reading() as reader:
             return reader.has_article(article_id)
-
-    def lexical_statistics(self, query: str) -> LexicalStatistics | None:
-        """This shard's counts for the query's terms (None: FTS5 alone can score it)."""
-        return self.collection.lexical_statistics(query)
-
-    def lexical(
-        self, query: str, k: int, filters: Filters, allowed: np.ndarray | None,
-        statistics: LexicalStatistics | None = None,
-    ) -> list[tuple[int, float]]:
-        """BM25 over this shard's passages, best first; scored with `statistics` (the
-        collection-wide sum) when given, else with this shard's own."""
-        return self.collection.lexical.search(
-            query, k, filters=filters, allowed=allowed, statistics=statistics
-        )
 
     # -- look-ups -------------------------------------------------------------------------
 

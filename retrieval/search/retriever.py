@@ -16,7 +16,7 @@ import datetime
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -123,6 +123,18 @@ class SearchOptions:
 
     def reference_date(self) -> datetime.date:
         return datetime.date.fromisoformat(self.now) if self.now else today_utc()
+
+
+@runtime_checkable
+class PreparesSearch(Protocol):
+    """A reader that gathers a whole search up front: a sharded collection's asks each
+    shard once for everything the search will read (retrieval/cluster/query_phase.py),
+    instead of once per read. One collection's reader reads as it goes and has no such
+    step."""
+
+    def prepare(
+        self, queries: Sequence[str], vectors: np.ndarray | None, options: SearchOptions
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +300,8 @@ class Retriever:
         filters = options.filters or Filters()
         offset, wanted = options.offset, options.k + options.offset
         with self.collection.reading() as reader:
+            if isinstance(reader, PreparesSearch):
+                reader.prepare(queries, vectors, options)
             if reader.size() == 0:
                 raise EmptyIndexError("the collection holds no passages: index some articles first")
             allowed = None if filters.is_empty() else reader.passage_ids_matching(filters)
@@ -365,15 +379,7 @@ class Retriever:
         candidate is seen.
         """
         cap = options.max_per_article
-        fetch, ceiling = wanted, None
-        if options.reranks:
-            ceiling = max(RERANK_MAX_POOL, wanted)
-            fetch = min(max(wanted * 4, RERANK_POOL), ceiling)
-        elif cap or options.collapse:
-            fetch = wanted * 4
-            if options.collapse:
-                ceiling = max(COLLAPSE_MAX_POOL, wanted)
-                fetch = min(fetch, ceiling)
+        fetch, ceiling = first_pool(options, wanted)
         while True:
             raw = self._ranked(reader, query, vector, options.mode, fetch, filters, allowed)
             kept = self._decayed(reader, raw, options)
@@ -424,7 +430,7 @@ class Retriever:
         assert vector is not None
         # The two halves stay arrays until fused: a hybrid search makes Candidates only
         # for the k it returns, not for the 2 x HYBRID_CANDIDATES it fuses.
-        depth = max(k, HYBRID_CANDIDATES)
+        depth = ranking_depth(mode, k)
         dense = self._dense_ranking(reader, vector, depth, allowed)
         lexical = self._lexical_ranking(query, depth, filters, allowed)
         if self.fusion.method == "rrf":
@@ -501,6 +507,29 @@ class Retriever:
                 )
             )
         return hits
+
+
+def first_pool(options: SearchOptions, wanted: int) -> tuple[int, int | None]:
+    """(candidates a search ranks first, the most it may grow to; None: no limit).
+
+    A per-article cap and collapsing drop candidates, and re-ranking reorders them, so
+    those searches start deeper than the `wanted` hits (see `Retriever._candidates`).
+    """
+    if options.reranks:
+        ceiling = max(RERANK_MAX_POOL, wanted)
+        return min(max(wanted * 4, RERANK_POOL), ceiling), ceiling
+    if options.collapse:
+        ceiling = max(COLLAPSE_MAX_POOL, wanted)
+        return min(wanted * 4, ceiling), ceiling
+    if options.max_per_article:
+        return wanted * 4, None
+    return wanted, None
+
+
+def ranking_depth(mode: str, k: int) -> int:
+    """Candidates each half of a search ranks for a pool of k: hybrid fuses at least
+    HYBRID_CANDIDATES of each."""
+    return max(k, HYBRID_CANDIDATES) if mode == "hybrid" else k
 
 
 # A ranking as arrays, best first: (passage ids, int64; scores, float64).
