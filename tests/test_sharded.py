@@ -7,14 +7,16 @@ cap and paging. test_ray.py runs the same parity over Ray Serve.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sharded_fixtures import CASES, QUERIES, bbc_sample, same_hits
 
 from retrieval.cluster.layout import ID_RANGE, create_shards, join, read_layout, shard_of, split
-from retrieval.cluster.router import open_local
+from retrieval.cluster.router import embed_articles, open_local
 from retrieval.collection.collection import Collection
 from retrieval.errors import CollectionFormatError, InputError, NotFoundError
-from retrieval.records import Article
+from retrieval.records import Article, Filters
 from retrieval.search.retriever import Retriever
 
 N_SHARDS = 3
@@ -100,6 +102,75 @@ def test_the_router_counts_its_rounds_per_search(sharded, mode, collapse):
     spent = sharded.traffic.now() - before
     assert (spent.searches, spent.rounds) == (1, ROUNDS[mode, collapse])
     assert spent.calls <= spent.rounds * N_SHARDS
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+def test_reranked_collapsed_and_paged_searches_match(single, sharded, mode):
+    """Options that read deeper than k (collapse, freshness, date order, paging) answer
+    from the query phase as one collection does."""
+    one, many = Retriever(single), Retriever(sharded)
+    for options in (
+        {"collapse": True, "filters": Filters(sources=("business", "tech"))},
+        {"recency_half_life_days": 7.0, "now": "2024-01-28", "offset": 2},
+        {"sort": "date", "min_score": 0.0 if mode == "lexical" else 0.1},
+        {"max_per_article": 1, "offset": 5},
+    ):
+        expected = one.search_batch(QUERIES, 6, mode=mode, **options)
+        got = many.search_batch(QUERIES, 6, mode=mode, **options)
+        assert any(expected), options
+        for mine, theirs in zip(expected, got, strict=True):
+            same_hits(mine, theirs)
+
+
+def test_a_write_costs_one_more_round_then_statistics_are_kept(sharded, embedder):
+    """BM25's collection-wide statistics are cached at the router under each shard's
+    generation: a write makes the next lexical search refresh them (2 rounds), never
+    score with out-of-date ones."""
+    retriever = Retriever(sharded)
+    article = Article("tariff-1", "Steel tariffs", "Steel tariffs rise again for exporters.")
+    sharded.add_articles([article])
+    try:
+        rounds = []
+        for _ in range(2):
+            before = sharded.traffic.now()
+            [hit, *_] = retriever.search("steel tariffs exporters", 3, mode="lexical")
+            rounds.append((sharded.traffic.now() - before).rounds)
+            assert hit.article_id == article.id
+        assert rounds == [2, 1]
+    finally:
+        sharded.delete_article(article.id)
+
+
+def test_a_write_during_a_shards_read_is_not_half_seen(sharded, embedder, monkeypatch):
+    """A shard answers its query phase in one read: a write that commits between its
+    dense and its lexical half is seen by neither, and every candidate keeps its row."""
+    query = "harbour strike closes the docks"
+    article = Article("docks-1", "Harbour strike", "A harbour strike closes the docks.")
+    index = sharded.layout.shard_of(article.id)
+    server = sharded.shards[index].server
+    items = list(zip([article], embed_articles([article], embedder, sharded.chunker),
+                     strict=True))
+    lexical = server.collection.lexical
+    search = lexical.search
+
+    def write_first(*args, **kwargs):
+        if not written:  # another connection commits, as another process would
+            writer = threading.Thread(target=server.write_embedded, args=(items,))
+            writer.start()
+            writer.join()
+            written.append(True)
+        return search(*args, **kwargs)
+
+    written: list[bool] = []
+    monkeypatch.setattr(lexical, "search", write_first)
+    try:
+        hits = Retriever(sharded).search(query, 5, mode="hybrid")
+        assert written and len(hits) == 5
+        assert all(hit.article_id != article.id for hit in hits)
+        assert Retriever(sharded).search(query, 5, mode="hybrid")[0].article_id == article.id
+    finally:
+        monkeypatch.undo()
+        sharded.delete_article(article.id)
 
 
 def test_writes_touch_only_their_shard_and_are_found(sharded):
