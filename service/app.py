@@ -108,6 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_queued=settings.max_queued,
         timeout_s=settings.search_timeout_s,
         on_batch=app.state.metrics.batch_size.observe,
+        search_threads=settings.search_threads,
     )
     batcher.start()
     app.state.metrics.watch_index(lambda: len(collection.index))

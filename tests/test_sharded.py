@@ -13,11 +13,11 @@ import pytest
 from sharded_fixtures import CASES, QUERIES, bbc_sample, same_hits
 
 from retrieval.cluster.layout import ID_RANGE, create_shards, join, read_layout, shard_of, split
-from retrieval.cluster.router import embed_articles, open_local
+from retrieval.cluster.router import LocalShard, ShardedCollection, embed_articles, open_local
 from retrieval.collection.collection import Collection
 from retrieval.errors import CollectionFormatError, InputError, NotFoundError
 from retrieval.records import Article, Filters
-from retrieval.search.retriever import Retriever
+from retrieval.search.retriever import Retriever, SearchOptions
 
 N_SHARDS = 3
 
@@ -171,6 +171,40 @@ def test_a_write_during_a_shards_read_is_not_half_seen(sharded, embedder, monkey
     finally:
         monkeypatch.undo()
         sharded.delete_article(article.id)
+
+
+def test_concurrent_searches_rounds_are_in_flight_together(sharded):
+    """With search threads, the service's batcher keeps several searches' shard calls
+    in flight at once: here shard 0 answers only once 4 searches wait on it together
+    (one search thread would wait alone, and the barrier break)."""
+    import asyncio
+
+    from service.batching import Batcher
+
+    meeting = threading.Barrier(4)
+
+    class MeetingShard(LocalShard):
+        def call(self, method, *args):
+            if method == "query":
+                meeting.wait(timeout=30)  # a bound on waiting, never an assertion
+            return super().call(method, *args)
+
+    shards = [MeetingShard(sharded.shards[0].server), *sharded.shards[1:]]
+    meeting_collection = ShardedCollection(sharded.layout, shards, sharded.embedder)
+    batcher = Batcher(Retriever(meeting_collection), window_s=0.05, search_threads=4)
+
+    async def four_searches():
+        batcher.start()
+        try:
+            return await asyncio.gather(*(
+                batcher.search([query], SearchOptions(k=3, mode="dense"))
+                for query in QUERIES[:4]
+            ))
+        finally:
+            await batcher.stop()
+
+    answers = asyncio.run(four_searches())
+    assert [len(hits) for [hits] in answers] == [3, 3, 3, 3]
 
 
 def test_writes_touch_only_their_shard_and_are_found(sharded):
