@@ -173,6 +173,45 @@ def test_a_write_during_a_shards_read_is_not_half_seen(sharded, embedder, monkey
         sharded.delete_article(article.id)
 
 
+FERRY = (
+    "Ferry services across the Channel were suspended on Monday after gale force winds "
+    "battered the south coast, leaving thousands of passengers stranded at Dover and "
+    "Portsmouth.\n\nOperators said crossings would resume once the storm had passed, "
+    "but warned that delays were likely to continue into Tuesday as vessels returned "
+    "to their schedules and queues of lorries cleared from the approach roads."
+)
+
+
+def test_copies_in_two_shards_collapse_as_on_one_machine(single, sharded):
+    """A story and its wire copy placed in different shards are one group, as in one
+    collection: a collapsed search returns the story once, listing its copy."""
+    story_id = "ferry-story"
+    copy_id = next(f"ferry-copy-{i}" for i in range(100)
+                   if shard_of(f"ferry-copy-{i}", N_SHARDS) != shard_of(story_id, N_SHARDS))
+    articles = [
+        Article(story_id, "Ferries suspended", FERRY, date="2024-01-10", source="wire"),
+        Article(copy_id, "Channel crossings halted", "DOVER (Wire) - " + FERRY,
+                date="2024-01-11", source="wire"),
+    ]
+    single.add_articles(articles)
+    sharded.add_articles(articles)
+    try:
+        for mode in ("dense", "lexical", "hybrid"):
+            one = Retriever(single).search("ferry crossings suspended gale", 4, mode=mode,
+                                           collapse=True)
+            many = Retriever(sharded).search("ferry crossings suspended gale", 4, mode=mode,
+                                             collapse=True)
+            assert {one[0].article_id, *one[0].duplicate_ids} == {story_id, copy_id}
+            assert [(h.article_id, h.text, h.duplicate_ids) for h in many] == [
+                (h.article_id, h.text, h.duplicate_ids) for h in one
+            ]
+            assert [h.score for h in many] == pytest.approx([h.score for h in one], abs=1e-5)
+    finally:
+        for article in articles:
+            single.delete_article(article.id)
+            sharded.delete_article(article.id)
+
+
 def test_concurrent_searches_rounds_are_in_flight_together(sharded):
     """With search threads, the service's batcher keeps several searches' shard calls
     in flight at once: here shard 0 answers only once 4 searches wait on it together

@@ -30,6 +30,7 @@ import numpy as np
 
 from retrieval.collection.bm25 import LexicalStatistics
 from retrieval.collection.collection import Collection, Reader
+from retrieval.collection.duplicates import Fingerprint
 from retrieval.records import Filters
 
 # The fields of `Store.hit_rows` that a Hit is built from.
@@ -79,6 +80,8 @@ class ShardAnswer:
         facts: per candidate, (article id, date or None, duplicate-group key).
         rows: per candidate within rows_depth, the fields a Hit is built from.
         duplicates: per article of `rows` (collapsed searches), its group's others.
+        fingerprints: per candidate article (collapsed searches), its duplicate
+            fingerprint, for the router to find groups across shards.
         stale: the statistics were summed at another generation: no lexical ranking.
         statistics: with `stale`, this shard's statistics for every term it holds.
     """
@@ -91,6 +94,7 @@ class ShardAnswer:
     facts: dict[int, tuple[str, str | None, str]] = field(default_factory=dict)
     rows: dict[int, dict[str, Any]] = field(default_factory=dict)
     duplicates: dict[str, list[str]] = field(default_factory=dict)
+    fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
     stale: bool = False
     statistics: LexicalStatistics | None = None
 
@@ -180,3 +184,4 @@ def add_candidate_fields(answer: ShardAnswer, reader: Reader, query: ShardQuery)
     if query.collapse:
         articles = list(dict.fromkeys(row["article_id"] for row in answer.rows.values()))
         answer.duplicates = reader.duplicates_of(articles, query.filters)
+        answer.fingerprints = reader.store.fingerprints(sorted(set(owners.values())))

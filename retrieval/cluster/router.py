@@ -39,11 +39,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from retrieval.cluster.groups_across import linked_groups
 from retrieval.cluster.layout import ID_RANGE, ShardLayout, open_shard, read_layout
 from retrieval.cluster.query_phase import EMPTY, Ranking, ShardAnswer, ShardQuery
 from retrieval.cluster.shard_server import ShardServer
 from retrieval.cluster.statistics import StatisticsCache
 from retrieval.collection import ingest
+from retrieval.collection.duplicates import Fingerprint
 from retrieval.collection.ingest import IngestReport, batched, indexable, refuse_duplicate_ids
 from retrieval.collection.lexical import LexicalIndex
 from retrieval.collection.live_index import merge_top_k
@@ -418,6 +420,8 @@ class Gathered:
         dense, lexical: per query, the merged top `depth` of the shards' rankings.
         depth: per query, how deep those rankings go.
         holder: the shard each candidate came from.
+        fingerprints: (collapsed searches) each candidate article's shard and duplicate
+            fingerprint.
     """
 
     size: int
@@ -428,6 +432,7 @@ class Gathered:
     rows: dict[int, dict[str, Any]] = field(default_factory=dict)
     duplicates: dict[str, list[str]] = field(default_factory=dict)
     holder: dict[int, int] = field(default_factory=dict)
+    fingerprints: dict[str, tuple[int, Fingerprint]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, answers: Sequence[ShardAnswer], n_queries: int, depth: int) -> Gathered:
@@ -445,6 +450,35 @@ class Gathered:
             self.rows.update(answer.rows)
             self.duplicates.update(answer.duplicates)
             self.holder.update(dict.fromkeys(answer.facts, answer.shard))
+            self.fingerprints.update(
+                {article: (answer.shard, found) for article, found in answer.fingerprints.items()}
+            )
+        if self.fingerprints:
+            self.link_groups_across_shards()
+
+    def link_groups_across_shards(self) -> None:
+        """Candidates of different shards that are copies share one group key, and each
+        row's article lists its copies in other shards (groups_across.py)."""
+        keys = {fact[0]: fact[2] for fact in self.facts.values()}
+        members = [(article, shard, keys[article], found)
+                   for article, (shard, found) in self.fingerprints.items() if article in keys]
+        linked = linked_groups(members)
+        self.facts = {pid: (article, date, linked.get(key, key))
+                      for pid, (article, date, key) in self.facts.items()}
+        group_of = {article: linked.get(key, key) for article, key in keys.items()}
+        for article, others in self.duplicates.items():
+            for copy in self.copies_elsewhere(article, group_of):
+                # the copy, and the others of its own shard's group when known
+                for other in [copy, *self.duplicates.get(copy, [])]:
+                    if other != article and other not in others:
+                        others.append(other)
+
+    def copies_elsewhere(self, article: str, group_of: dict[str, str]) -> list[str]:
+        """The candidate articles of other shards in the article's cross-shard group."""
+        shard = self.fingerprints.get(article, (None,))[0]
+        group = group_of.get(article)
+        return [other for other, other_group in group_of.items()
+                if other_group == group and self.fingerprints.get(other, (None,))[0] != shard]
 
     def candidate_ids(self) -> np.ndarray:
         parts = [ids for ids, _ in (*self.dense, *self.lexical)]
