@@ -17,7 +17,8 @@ from retrieval.cluster.router import LocalShard, ShardedCollection, embed_articl
 from retrieval.collection.collection import Collection
 from retrieval.errors import CollectionFormatError, InputError, NotFoundError
 from retrieval.records import Article, Filters
-from retrieval.search.retriever import Retriever, SearchOptions
+from retrieval.search.options import SearchOptions
+from retrieval.search.retriever import Retriever
 
 N_SHARDS = 3
 

@@ -56,7 +56,9 @@ from retrieval.ingestion.chunking import ChunkerSettings
 from retrieval.models.backends import default_embedder
 from retrieval.models.embedding import Embedder
 from retrieval.records import Article, Filters, Passage
-from retrieval.search.retriever import SearchOptions, first_pool, ranking_depth
+from retrieval.search.fusion import ranking_depth
+from retrieval.search.options import SearchOptions
+from retrieval.search.pool import first_pool
 
 # Query phases one search may make when shards' BM25 statistics moved under it (a write
 # landed between the router's look and the shard's read): the last uses them as they are.
