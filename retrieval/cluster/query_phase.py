@@ -51,7 +51,12 @@ class ShardQuery:
         rows_depth: candidates ranked above this in either half come back with the
             rows their hits are built from.
         filters: the search's filters; each shard applies them to its own passages.
-        collapse: rows' articles come back with their duplicates matching `filters`.
+        collapse: rows' articles come back with their duplicates matching `filters`,
+            and the articles of candidates within `facts_depth` with their duplicate
+            fingerprints (groups_across.py).
+        facts_depth: candidates ranked above this in either half come back with their
+            facts (article, date, group): the pool the Retriever caps, collapses and
+            re-ranks first; 0 means `depth`.
         statistics: per query, the collection-wide BM25 statistics of its terms (None:
             score with this shard's own, as FTS5 does for multi-token words).
         statistics_generation: the shard generation `statistics` were summed at; the
@@ -66,6 +71,7 @@ class ShardQuery:
     rows_depth: int
     filters: Filters = field(default_factory=Filters)
     collapse: bool = False
+    facts_depth: int = 0
     statistics: tuple[LexicalStatistics | None, ...] | None = None
     statistics_generation: int | None = None
 
@@ -77,11 +83,12 @@ class ShardAnswer:
     Attributes:
         dense, lexical: per query, the shard's top candidates, best first (empty when
             that half was not asked, or when `stale`).
-        facts: per candidate, (article id, date or None, duplicate-group key).
+        facts: per candidate within facts_depth, (article id, date or None,
+            duplicate-group key).
         rows: per candidate within rows_depth, the fields a Hit is built from.
         duplicates: per article of `rows` (collapsed searches), its group's others.
-        fingerprints: per candidate article (collapsed searches), its duplicate
-            fingerprint, for the router to find groups across shards.
+        fingerprints: (collapsed searches) the duplicate fingerprints of the facts'
+            articles, for the router to find groups across shards.
         stale: the statistics were summed at another generation: no lexical ranking.
         statistics: with `stale`, this shard's statistics for every term it holds.
     """
@@ -166,9 +173,11 @@ def lexical_ranking(
 
 
 def add_candidate_fields(answer: ShardAnswer, reader: Reader, query: ShardQuery) -> None:
-    """Facts for every candidate; rows (and duplicates) for those within rows_depth."""
+    """Facts for the candidates within facts_depth; rows (and duplicates) for those
+    within rows_depth."""
     rankings = [*answer.dense, *answer.lexical]
-    candidates = sorted({int(i) for ids, _ in rankings for i in ids})
+    facts_depth = query.facts_depth or query.depth
+    candidates = sorted({int(i) for ids, _ in rankings for i in ids[:facts_depth]})
     if not candidates:
         return
     owners = reader.article_of(candidates)

@@ -1,30 +1,42 @@
 """A sharded collection read and written as one: the router over N shards.
 
 `ShardedCollection` stands in for a `Collection` wherever search reads one (it is
-`reading.Searchable`) and wherever the service uses one (writes, look-ups, stats). Its
-reader sends each read to every shard and merges, so the Retriever's own code ranks,
-caps per article, pages and fuses over the merged candidates, exactly as over one
-collection:
+`reading.Searchable`) and wherever the service uses one (writes, look-ups, stats).
 
-- dense: each shard's top k by cosine, merged by (score, then lower id) like
-  `live_index.merge_top_k` merges an index's parts. Cosines compare across shards as
-  they are, so the merged top k is the top k of one collection holding every passage.
-- lexical: each shard's BM25 top k, merged by score (see `ShardedLexical` for the
-  statistics that make the scores comparable).
+A search is one round: its reader's `prepare` sends one call to every shard (the query
+phase, query_phase.py) carrying the query vectors and text, how deep to rank, the
+filters and the collection-wide BM25 statistics (statistics.py); each shard answers
+its dense and BM25 top candidates with everything ranking reads of them (article ids,
+dates, group keys, the rows of those near the top, duplicates). The Retriever's own
+code then ranks, caps per article, collapses, pages and fuses over the merged
+candidates, exactly as over one collection, reading from those answers:
+
+- dense: the shards' top k merged by (score, then lower id) like `live_index.merge_top_k`
+  merges an index's parts. Cosines compare across shards as they are, so the merged
+  top k is the top k of one collection holding every passage.
+- lexical: the shards' BM25 top k, scored with collection-wide statistics, merged.
 - hybrid: the Retriever fuses the merged dense and merged lexical candidates, never
   per shard.
-- per-article reads (an article's vectors, rows, duplicates) go to its shard only;
-  reads by passage id go to every shard (a passage id does not name its shard).
+- collapse: groups are joined across shards (groups_across.py).
+
+A read the query phase did not cover costs one more round, counted like every other
+(`traffic`): a pool grown deeper than the first (many copies collapsed, a strict
+min_score), a hit ranked below the rows sent, BM25 statistics refreshed after a write.
+Per-article reads go to the article's shard only; a read by passage id goes to the
+shard whose id range holds it (every shard for ids a split kept).
 
 A shard is reached through a `ShardClient`: `LocalShard` calls a `ShardServer` in
 process (tests, one machine); service/ray_serve.py's client calls a Ray Serve
 deployment. Calls are submitted to every shard first and collected after, so remote
 shards work in parallel. A shard that cannot answer raises `ShardUnavailableError`.
 
-Consistency: each call reads one shard at its latest committed generation; the several
-calls of one search are not one snapshot across shards. A write that lands between them
-can at worst drop a hit whose passage it removed (the Retriever never returns a hit
-whose row is gone).
+Consistency: each shard answers a search's query phase from one read of its committed
+state, so within a shard the dense half, the BM25 half and the rows agree. Across
+shards, each is read at its latest generation when the call reaches it: a write that
+lands during a search may be seen by one shard's answer and not by another's, never
+half-seen within one. BM25 statistics summed at another generation than a shard's read
+are refused by the shard and the round repeats; only the third try, under a stream of
+writes, takes them as they are (STATISTICS_TRIES), so writes cannot starve a search.
 """
 
 from __future__ import annotations
@@ -382,6 +394,10 @@ class Plan:
     Attributes:
         depth: candidates per half and query: the Retriever's first pool.
         rows_depth: candidates ranked above this in either half come back with rows.
+        facts_depth: candidates ranked above this in either half come back with their
+            facts (and fingerprints, collapsing): the Retriever's first pool. One ranked
+            lower in both halves of its shard rarely enters it; if it does, its facts
+            cost one more round.
     """
 
     mode: str
@@ -389,6 +405,7 @@ class Plan:
     rows_depth: int
     filters: Filters
     collapse: bool
+    facts_depth: int = 0
 
     @classmethod
     def of(cls, options: SearchOptions) -> Plan:
@@ -401,7 +418,7 @@ class Plan:
         plain = options.mode != "hybrid" and fetch == wanted
         rows_depth = wanted if plain else min(depth, 2 * wanted)
         return cls(options.mode, depth, rows_depth, options.filters or Filters(),
-                   options.collapse)
+                   options.collapse, fetch)
 
     def shard_query(
         self, queries: Sequence[str], vectors: np.ndarray | None, depth: int | None = None,
@@ -410,7 +427,7 @@ class Plan:
             tuple(queries), vectors if self.mode != "lexical" else None,
             dense=self.mode != "lexical", lexical=self.mode != "dense",
             depth=depth or self.depth, rows_depth=self.rows_depth, filters=self.filters,
-            collapse=self.collapse,
+            collapse=self.collapse, facts_depth=max(self.facts_depth, depth or 0),
         )
 
 
@@ -435,6 +452,7 @@ class Gathered:
     duplicates: dict[str, list[str]] = field(default_factory=dict)
     holder: dict[int, int] = field(default_factory=dict)
     fingerprints: dict[str, tuple[int, Fingerprint]] = field(default_factory=dict)
+    group_of: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, answers: Sequence[ShardAnswer], n_queries: int, depth: int) -> Gathered:
@@ -455,32 +473,32 @@ class Gathered:
             self.fingerprints.update(
                 {article: (answer.shard, found) for article, found in answer.fingerprints.items()}
             )
-        if self.fingerprints:
-            self.link_groups_across_shards()
 
-    def link_groups_across_shards(self) -> None:
-        """Candidates of different shards that are copies share one group key, and each
-        row's article lists its copies in other shards (groups_across.py)."""
-        keys = {fact[0]: fact[2] for fact in self.facts.values()}
-        members = [(article, shard, keys[article], found)
-                   for article, (shard, found) in self.fingerprints.items() if article in keys]
+    def linked_keys(self, passage_ids: Sequence[int]) -> dict[str, str]:
+        """The group key of each of these candidates' articles once groups of alike
+        articles in different shards are joined (groups_across.py); remembered, so that
+        `copies_elsewhere` lists the copies the collapse saw."""
+        articles = {self.facts[pid][0]: self.facts[pid][2]
+                    for pid in passage_ids if pid in self.facts}
+        members = [(article, self.fingerprints[article][0], key, self.fingerprints[article][1])
+                   for article, key in articles.items() if article in self.fingerprints]
         linked = linked_groups(members)
-        self.facts = {pid: (article, date, linked.get(key, key))
-                      for pid, (article, date, key) in self.facts.items()}
-        group_of = {article: linked.get(key, key) for article, key in keys.items()}
-        for article, others in self.duplicates.items():
-            for copy in self.copies_elsewhere(article, group_of):
-                # the copy, and the others of its own shard's group when known
-                for other in [copy, *self.duplicates.get(copy, [])]:
-                    if other != article and other not in others:
-                        others.append(other)
+        self.group_of = {article: linked.get(key, key) for article, key in articles.items()}
+        return linked
 
-    def copies_elsewhere(self, article: str, group_of: dict[str, str]) -> list[str]:
-        """The candidate articles of other shards in the article's cross-shard group."""
-        shard = self.fingerprints.get(article, (None,))[0]
-        group = group_of.get(article)
-        return [other for other, other_group in group_of.items()
-                if other_group == group and self.fingerprints.get(other, (None,))[0] != shard]
+    def copies_elsewhere(self, article: str) -> list[str]:
+        """The articles of other shards that the last collapse joined to this one's group,
+        with the others of their own shard's groups when known."""
+        shard, group = self.holder_of_article(article), self.group_of.get(article)
+        copies = []
+        for other, other_group in self.group_of.items():
+            if other_group == group and self.holder_of_article(other) != shard:
+                copies += [other, *self.duplicates.get(other, [])]
+        return [copy for copy in dict.fromkeys(copies) if copy != article]
+
+    def holder_of_article(self, article: str) -> int | None:
+        found = self.fingerprints.get(article)
+        return None if found is None else found[0]
 
     def candidate_ids(self) -> np.ndarray:
         parts = [ids for ids, _ in (*self.dense, *self.lexical)]
@@ -606,9 +624,14 @@ class ShardedReader:
         return self._fetched(passage_ids, known, "dates_of")
 
     def group_keys(self, passage_ids: Sequence[int]) -> dict[int, str]:
+        """Each candidate's duplicate group, joined across shards (groups_across.py)."""
         facts = self.gathered.facts if self.gathered else {}
         known = {pid: fact[2] for pid, fact in facts.items()}
-        return self._fetched(passage_ids, known, "group_keys")
+        keys = self._fetched(passage_ids, known, "group_keys")
+        if self.gathered is None or not self.gathered.fingerprints:
+            return keys
+        linked = self.gathered.linked_keys(passage_ids)
+        return {pid: linked.get(key, key) for pid, key in keys.items()}
 
     def _fetched(
         self, passage_ids: Sequence[int], known: dict[int, Any], method: str
@@ -649,7 +672,12 @@ class ShardedReader:
         if (gathered is not None and self.plan is not None and self.plan.collapse
                 and self.same_filters(filters)
                 and all(article in gathered.duplicates for article in article_ids)):
-            return {article: gathered.duplicates[article] for article in article_ids}
+            return {
+                article: [*gathered.duplicates[article],
+                          *(copy for copy in gathered.copies_elsewhere(article)
+                            if copy not in gathered.duplicates[article])]
+                for article in article_ids
+            }
         return merged(self.collection.by_article("duplicates_of", article_ids, filters))
 
     def has_article(self, article_id: str) -> bool:
