@@ -84,6 +84,8 @@ def measure(
         info = collection.info()
     local = load(lambda: loadtest.running_server(single, batch_window_ms=2.0, max_batch=32),
                  queries, levels, counts)
+    with loadtest.running_server(single, batch_window_ms=2.0, max_batch=32) as url:
+        local_http_ms = http_call_ms(url)
     ray_part = measure_ray(tmp, articles, manifest, n_shards, queries, levels, counts,
                            replicas or [1])
     errors = [e for runs in (local, ray_part["load"]) for r in runs.values() for e in r.errors]
@@ -98,6 +100,8 @@ def measure(
         "bytes_per_passage_on_disk": round(info.bytes_on_disk / max(info.passages, 1)),
         "shard_call_ms": ray_part["shard_call_ms"],
         "traffic": ray_part["traffic"],
+        "http_ms": ray_part["http_ms"],
+        "local_http_ms": local_http_ms,
         "replicas": ray_part["replicas"],
         "levels": [
             {"concurrency": level, "server": name, "qps": round(r.qps, 1),
@@ -164,6 +168,7 @@ def measure_ray(
         ingress = serve.get_deployment_handle("ingress", ray_serve.APP_NAME)
         results = load(Deployed, queries, levels, counts)
         traffic = ingress.traffic.remote().result()
+        http_ms = http_call_ms(f"http://127.0.0.1:{port}")
         call_ms = shard_call_ms(serve.get_deployment_handle("shard0", ray_serve.APP_NAME))
         scaled = {}
         for count in replicas[1:]:  # every replica's CPUs shrink so that they all fit
@@ -177,6 +182,7 @@ def measure_ray(
         cluster.shutdown()  # type: ignore[no-untyped-call]
     return {"index_s": round(index_s, 2), "passages": report.passages_added,
             "load": results, "shard_call_ms": call_ms, "traffic": traffic,
+            "http_ms": http_ms,
             "replicas": [
                 {"replicas": count, "concurrency": levels[-1], "qps": round(r.qps, 1),
                  "p50_ms": round(r.percentile_ms(50), 1), "errors": len(r.errors)}
@@ -190,6 +196,19 @@ def shard_call_ms(handle: Any, calls: int = 50) -> float:
     started = time.perf_counter()
     for _ in range(calls):
         handle.size.remote().result()
+    return round(1000 * (time.perf_counter() - started) / calls, 2)
+
+
+def http_call_ms(url: str, calls: int = 50) -> float:
+    """Mean milliseconds of GET /healthz (no search): what HTTP costs before any search,
+    through Serve's proxy and the ingress replica on Ray."""
+    import httpx2
+
+    with httpx2.Client(base_url=url, timeout=30) as client:
+        client.get("/healthz")
+        started = time.perf_counter()
+        for _ in range(calls):
+            client.get("/healthz")
     return round(1000 * (time.perf_counter() - started) / calls, 2)
 
 
@@ -238,7 +257,10 @@ def ray_table(r: dict[str, Any]) -> str:
         f"one round trip to a shard deployment, measured in this run: "
         f"{r['shard_call_ms']} ms, so rounds cost about "
         f"{traffic['rounds'] / searches * r['shard_call_ms']:.1f} ms of each search's "
-        f"latency; the rest is the model, ranking, HTTP and Ray's proxy",
+        f"latency",
+        f"one HTTP request without a search (GET /healthz): {r['http_ms']} ms through "
+        f"Serve's proxy and the ingress, {r['local_http_ms']} ms to one process; the rest "
+        f"is the model and ranking, and on a shared machine waiting for the cores",
         f"{r['bytes_per_passage_on_disk']} bytes per passage on disk; errors: {r['errors']}",
     ]
     if r["errors"]:
