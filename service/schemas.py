@@ -108,7 +108,7 @@ class SearchOptionsIn(RequestModel):
     min_score: float | None = Field(
         None, ge=-MAX_SCORE, le=MAX_SCORE,
         description="drop hits scoring below it (after fusion and freshness); k then "
-        "counts at most. Scores are not probabilities: see the README",
+        "counts at most. Scores are not probabilities: see docs/search.md",
     )
     recency_half_life_days: float | None = Field(
         None, gt=0, le=MAX_HALF_LIFE_DAYS,

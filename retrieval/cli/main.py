@@ -157,7 +157,7 @@ def add_search_command(commands: Any) -> None:
     parser.add_argument(
         "--min-score", type=float, default=None, metavar="S",
         help="drop hits scoring below S (after fusion and freshness): k counts at most. "
-        "Scores are not probabilities; the README says what they look like",
+        "Scores are not probabilities; docs/search.md says what they look like",
     )
     parser.add_argument(
         "--recency-half-life", type=float, default=None, metavar="DAYS",

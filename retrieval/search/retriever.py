@@ -31,8 +31,8 @@ from retrieval.search.related import related_articles
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
-# Hybrid beats the better of dense and lexical on every labelled set measured (README,
-# "How good it is"), at the cost of one FTS5 query and a fusion per search.
+# Hybrid beats the better of dense and lexical on SciFact and Cranfield and is within the
+# noise of dense on MED (docs/evaluation.md), at the cost of one FTS5 query and a fusion per search.
 DEFAULT_MODE: Mode = "hybrid"
 Sort = Literal["score", "date"]
 # Reciprocal rank fusion constant (Cormack et al. 2009): damps the head of each list.
@@ -168,7 +168,7 @@ class Fusion:
         return "rrf" if self.method == "rrf" else f"{self.method}:{self.alpha:g}"
 
 
-# Chosen on SciFact's train split (qrels/train.tsv) only; see the README's evaluation section.
+# Chosen on SciFact's train split (qrels/train.tsv) only; see docs/evaluation.md, "Fusion".
 DEFAULT_FUSION = Fusion("zscore", 0.6)
 
 
