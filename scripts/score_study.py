@@ -53,7 +53,8 @@ def scores(path: Path) -> None:
             own, other1, other10, unrelated1, unrelated10 = [], [], [], [], []
             for start in range(0, len(titles), 32):
                 batch = titles[start : start + 32]
-                results = retriever.search_batch(batch, 11, mode=mode, max_per_article=1)
+                results = retriever.search_batch(batch, 11, mode=mode, max_per_article=1,
+                                                  collapse=False)
                 for article_id, hits in zip(sample[start : start + 32], results, strict=True):
                     mine = [h.score for h in hits if h.article_id == article_id]
                     others = [h.score for h in hits if h.article_id != article_id]

@@ -37,7 +37,8 @@ import numpy as np
 
 from retrieval.errors import EmptyIndexError, RetrievalError
 from retrieval.records import Hit
-from retrieval.search.retriever import Retriever, SearchOptions
+from retrieval.search.options import SearchOptions
+from retrieval.search.retriever import Retriever
 
 logger = logging.getLogger(__name__)
 

@@ -409,7 +409,8 @@ def test_every_way_in_defaults_to_the_engines_mode():
     import inspect
 
     from retrieval.cli import main as cli
-    from retrieval.search.retriever import DEFAULT_MODE, Retriever
+    from retrieval.search.options import DEFAULT_MODE
+    from retrieval.search.retriever import Retriever
 
     assert DEFAULT_MODE == "hybrid"
     assert inspect.signature(Retriever.search).parameters["mode"].default == DEFAULT_MODE

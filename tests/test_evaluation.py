@@ -19,7 +19,7 @@ from retrieval.evaluation.scoring import (
     write_trec,
 )
 from retrieval.records import Article, Hit
-from retrieval.search.retriever import Candidate, Fusion, fuse
+from retrieval.search.fusion import Candidate, Fusion, fuse
 
 DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 
