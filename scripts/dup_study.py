@@ -1,8 +1,8 @@
-"""How well duplicate grouping works on real news: the numbers behind the README's
-"Near-duplicates" section, and the measurement that chose the method.
+"""How well duplicate grouping works on real news: the numbers behind
+docs/duplicates.md, and the measurement that chose the method.
 
     python scripts/dup_study.py --collection /tmp/bbc-dups     # prints the table
-    python scripts/dup_study.py --collection /tmp/bbc-dups --show-merges 0.5
+    python scripts/dup_study.py --collection /tmp/bbc-dups --show-merges
 
 The articles: BBC News (2,225, /work/shared/datasets/bbc) plus one republished copy of
 each of 300 sampled BBC articles, made the way republishers make them (`republish`).

@@ -1,5 +1,5 @@
-"""What search scores look like on real news: the numbers behind the README's
-"What scores mean" and "Related articles" paragraphs.
+"""What search scores look like on real news: the numbers behind docs/search.md's
+"What scores mean" and "Related articles" sections.
 
     python scripts/score_study.py scores /tmp/bbc-news2    # dense and hybrid scores
     python scripts/score_study.py related /tmp/bbc-news2   # centroid vs best pair
