@@ -16,7 +16,7 @@ import pytest
 from conftest import DATASETS
 
 pytestmark = pytest.mark.skipif(
-    not (DATASETS / "bbc" / "corpus.jsonl").exists(), reason="needs ../shared/datasets/bbc"
+    not (DATASETS / "bbc" / "corpus.jsonl").exists(), reason="needs $RETRIEVAL_DATASETS/bbc"
 )
 
 METRICS = {

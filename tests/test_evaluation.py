@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import DATASETS
 
 from retrieval.cli.main import main
 from retrieval.evaluation.datasets import load_beir, paragraph_spans, read_duplicates
@@ -20,8 +21,6 @@ from retrieval.evaluation.scoring import (
 )
 from retrieval.records import Article, Hit
 from retrieval.search.fusion import Candidate, Fusion, fuse
-
-DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 
 # -- a tiny BEIR folder whose right answers are obvious ----------------------------------
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from retrieval.evaluation.location import datasets_dir
 from retrieval.models.cpu import cpu_summary
 from retrieval.models.verdicts import VERDICTS_FILE, record_verdict
 
@@ -37,7 +38,7 @@ ALPHA = 0.05
 MIN_MEAN_DELTA = -0.002
 REFERENCE = "torch"
 MODES = ("dense", "lexical", "hybrid")
-DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+DATASETS = datasets_dir()
 
 
 @dataclass(frozen=True)
