@@ -7,12 +7,12 @@ That thread embeds every query of the batch in ONE `embed_queries` call, then an
 each job with `Retriever.search_embedded` under that job's own options.
 
 Why one thread: on two cores the model and FAISS compete for the same cores; a second
-thread running the model only adds contention (see PERF-NOTES "The service"). A
-sharded collection on Ray is different: a search there mostly waits for its shards'
-answers. With `search_threads` > 1 the model thread only embeds, and each job's search
-runs on a pool of that many threads while the next batch is collected and embedded: the
-rounds of concurrent searches are then in flight together, instead of each request's
-round trip queueing behind the others'. Why a
+thread running the model only adds contention (measured: docs/performance.md, "Where
+the time goes"). A sharded collection on Ray is different: a search there mostly waits
+for its shards' answers. With `search_threads` > 1 the model thread only embeds, and each
+job's search runs on a pool of that many threads while the next batch is collected and
+embedded: the rounds of concurrent searches are then in flight together, instead of each
+request's round trip queueing behind the others'. Why a
 window: a model call on 32 queries costs far less than 32 calls on one, and a few
 milliseconds of waiting is small next to a single query's embedding time.
 

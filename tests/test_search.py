@@ -207,8 +207,9 @@ def test_min_score_keeps_a_prefix_of_the_ranking(news, mode):
 
 def test_min_score_can_answer_nothing(news):
     # The real model puts the flood passages near 0.6 and an unrelated query's best
-    # passage near 0.05 (see the README): a floor of 0.3 tells them apart. Dense only:
-    # a hybrid score is relative to the query's own candidates and cannot say "nothing".
+    # passage near 0.05 (docs/search.md, "What scores mean"): a floor of 0.3 tells them
+    # apart. Dense only: a hybrid score is relative to the query's own candidates and
+    # cannot say "nothing".
     found = news.search(FLOODS, 10, mode="dense", min_score=0.3)
     assert {h.article_id for h in found} == {"rain", "flood"}
     assert news.search("recipe for sourdough bread", 10, mode="dense", min_score=0.3) == []
