@@ -68,3 +68,53 @@ def test_bench_lexical_finds_fts5s_answers(capsys, seeded):
     assert result["queries"] == 30 and result["answers_that_differ"] == 0
     assert result["passages"] == seeded.store.counts()["passages"]
     assert result["memory_cpu_ms"] > 0 and result["fts5_cpu_ms"] > 0
+
+
+def defaults_result(c1_p50_ms, c32_qps, errors=0):
+    """A `bench defaults` result as its run builds it, with chosen numbers (no timing)."""
+    load = {1: {"requests": 100, "qps": 90.0, "p50_ms": c1_p50_ms, "p99_ms": 20.0,
+                "errors": errors},
+            32: {"requests": 900, "qps": c32_qps, "p50_ms": 90.0, "p99_ms": 200.0, "errors": 0}}
+    return {
+        "backend": {"backend": "openvino-int8"}, "e_ms": 18.0, "cpu": "AMD EPYC (2 CPUs)",
+        "model": {"m1_ms": 5.0, "l_qps": 400.0},
+        "ingest": {"articles": 10, "passages": 40, "baseline_s": 2.0, "pipeline_s": 1.0,
+                   "baseline_passages_per_s": 20.0, "pipeline_passages_per_s": 40.0,
+                   "ratio": 2.0, "outside_model_share": 0.08},
+        "load": load, "peer": {1: {**load[1], "qps": 45.0}, 32: {**load[32], "qps": 50.0}},
+        "backends": {"torch": {"query_ms": 18.0, "queries_per_s": 300.0,
+                               "passages_per_s": 30.0}},
+    }
+
+
+def test_bench_defaults_states_its_goals_against_the_model():
+    from service.bench.defaults import checks, table
+
+    met = defaults_result(c1_p50_ms=6.5, c32_qps=320.0)  # m1 + 1.5 ms, 0.8 L
+    met["checks"] = checks(met)
+    assert all(ok for *_, ok in met["checks"])
+    missed = defaults_result(c1_p50_ms=7.5, c32_qps=280.0, errors=1)  # m1 + 2.5 ms, 0.7 L
+    missed["checks"] = checks(missed)
+    assert [ok for *_, ok in missed["checks"]] == [True, False, False, False]
+
+    text = table(met)
+    assert "m1 = 5.00 ms" in text and "L = 400 queries/s" in text
+    assert "0.80 L" in text and "m1 +1.50 ms" in text
+    assert "concurrency 1: 2.00x, concurrency 32: 6.40x" in text  # service / peer
+    assert "8.0% outside the model" in text and "AMD EPYC" in text
+
+
+def test_parse_wrk_reads_totals_latencies_and_errors():
+    from service.bench.defaults import parse_wrk
+
+    out = """Running 3s test @ http://127.0.0.1:8000
+  Latency Distribution
+     50%    5.10ms
+     99%    1.20s
+  1234 requests in 3.00s, 1.00MB read
+  Socket errors: connect 0, read 1, write 0, timeout 2
+  Non-2xx or 3xx responses: 3
+Requests/sec:    411.33
+"""
+    assert parse_wrk(out) == {"requests": 1234, "qps": 411.33, "p50_ms": 5.1,
+                              "p99_ms": 1200.0, "errors": 6}
