@@ -259,17 +259,20 @@ class Batcher:
     async def _search_batch(
         self, jobs: list[Job], vectors: dict[int, np.ndarray] | None
     ) -> None:
-        """Answers the batch's jobs on the search thread, then delivers them in order."""
+        """Answers the batch's jobs on the search thread, each delivered as soon as it is
+        searched: a client whose answer came back can send its next search meanwhile."""
         loop = asyncio.get_running_loop()
+
+        def deliver(job: Job, answer: Answer) -> None:  # on the search thread
+            loop.call_soon_threadsafe(self._deliver, job, *answer)
+
         try:
-            answers = await loop.run_in_executor(
-                self._searchers, self._answer_all, jobs, vectors)
+            await loop.run_in_executor(self._searchers, self._answer_each, jobs, vectors,
+                                       deliver)
         except BaseException as error:  # cancelled by stop(): nobody may hang
             for job in jobs:
                 _settle(job, ServiceStoppingError(f"search interrupted: {error!r}"))
             raise
-        for job, (outcome, mine) in zip(jobs, answers, strict=True):
-            self._deliver(job, outcome, mine)
 
     async def _search_on_pool(
         self, job: Job, vectors: dict[int, np.ndarray] | None, i: int
@@ -353,14 +356,17 @@ class Batcher:
 
     # -- on the model's thread and the search thread ----------------------------------
 
-    def _answer_all(
-        self, jobs: list[Job], vectors: dict[int, np.ndarray] | None
-    ) -> list[Answer]:
-        """Answers job by job from the batch's vectors; embeds each job alone if the
-        batch's model call failed (None), so one odd query cannot fail its neighbours."""
-        if vectors is None:
-            return [self._answer_alone(job) for job in jobs]
-        return [self._answer(job, vectors.get(i)) for i, job in enumerate(jobs)]
+    def _answer_each(
+        self, jobs: list[Job], vectors: dict[int, np.ndarray] | None,
+        deliver: Callable[[Job, Answer], None],
+    ) -> None:
+        """Answers job by job from the batch's vectors, handing each answer to `deliver`;
+        embeds each job alone if the batch's model call failed (None), so one odd query
+        cannot fail its neighbours."""
+        for i, job in enumerate(jobs):
+            answer = self._answer_alone(job) if vectors is None else self._answer(
+                job, vectors.get(i))
+            deliver(job, answer)
 
     def _embed(self, jobs: Sequence[Job]) -> dict[int, np.ndarray]:
         """Query vectors per job index, for the jobs that need them, from one model call."""
