@@ -183,6 +183,9 @@ class Collection:
         self._index_lock = threading.Lock()  # loading the index once
         self._lexical: MemoryBm25 | None = None
         self._checkpointer: threading.Thread | None = None
+        # Held from the check for a running checkpoint thread to the start of the next
+        # one, so that two reads finishing together start one thread, not two.
+        self._upkeep_lock = threading.Lock()
         self._closing = threading.Event()
         self._last_poll = 0.0
         self._next_attempt = 0.0
@@ -370,9 +373,10 @@ class Collection:
 
     def _build_checkpoint(self, reason: str) -> str:
         index = self.index
+        base, base_generation = index.checkpoint()  # one pair, whatever swaps meanwhile
         current = None  # nothing checkpointed yet: build anew
-        if index.base_generation > 0:
-            current = checkpoint.Checkpoint(index.base, index.base_generation, "current")
+        if base_generation > 0:
+            current = checkpoint.Checkpoint(base, base_generation, "current")
         started = time.perf_counter()
         built = checkpoint.build(
             self.store, self.dim, self.policy, current, should_stop=self._closing.is_set
@@ -389,6 +393,15 @@ class Collection:
         """Background upkeep after a read: a newer checkpoint from another process, or a due one."""
         if not self.background or self._closing.is_set():
             return
+        if not self._upkeep_lock.acquire(blocking=False):
+            return  # another read is doing the upkeep: this one need not wait for it
+        try:
+            self._start_upkeep()
+        finally:
+            self._upkeep_lock.release()
+
+    def _start_upkeep(self) -> None:
+        """Starts loading a newer checkpoint, or building a due one; holds `_upkeep_lock`."""
         if self._checkpointer is not None and self._checkpointer.is_alive():
             return
         now = time.monotonic()

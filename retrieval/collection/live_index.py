@@ -112,6 +112,15 @@ class LiveIndex:
             self._base_ids = np.sort(base.ids())
             self.catch_up(store, generation)
 
+    def checkpoint(self) -> tuple[FaissIndex, int]:
+        """The checkpoint and its generation, read together under `lock`.
+
+        Read apart, a `swap` between the two reads pairs an old checkpoint with a newer
+        generation: a checkpoint merged from that pair lacks what changed in between.
+        """
+        with self.lock:
+            return self.base, self.base_generation
+
     # -- searching ------------------------------------------------------------------------
 
     def search(
