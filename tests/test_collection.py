@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import numpy as np
 import pytest
@@ -210,3 +211,76 @@ def test_a_thread_that_ends_leaves_no_connection_open(tmp_path):
         assert generation == store.generation()
     store.close()
     assert store.open_connections() == 0
+
+
+# -- a checkpoint belongs to one history of the store ------------------------------------
+
+
+def remove_store(path) -> None:
+    for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm"):
+        (path / name).unlink(missing_ok=True)
+
+
+def finds_itself(collection: Collection, article_id: str) -> bool:
+    """Whether each stored vector of the article is its own passage's nearest one."""
+    vectors = collection.store.article_vectors(article_id, collection.dim)
+    own = [p.id for p in collection.passages_of(article_id)]
+    with collection.reading() as reader:
+        _, ids = reader.dense(vectors, 1)
+    return ids[:, 0].tolist() == own
+
+
+def test_a_checkpoint_of_another_history_is_never_loaded(tmp_path, embedder):
+    """A store replaced by another one (here: made anew) that catches up past a leftover
+    checkpoint's generation loaded that checkpoint: other passages' vectors under its ids."""
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as first:
+        first.add_articles([article("a1"), article("a2", text="Rain all week.")])
+        first.checkpoint(force=True)
+        leftover = first.generation
+    remove_store(path)  # the checkpoint file stays
+    with Collection.open(path, embedder) as other:
+        other.add_articles([article("b1", text="Snow in the hills."), article("b2")])
+        assert other.generation >= leftover
+    with Collection.open(path, embedder) as reopened:
+        assert reopened.index.base_generation == 0  # replayed from the store instead
+        info = reopened.info()
+        assert info.in_agreement and info.articles == 2
+        assert finds_itself(reopened, "b1") and finds_itself(reopened, "b2")
+
+
+def test_a_store_gets_one_history_and_keeps_it(tmp_path, embedder):
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as first:
+        history = first.store.history()
+        first.add_articles([article("a1")])
+    with Collection.open(path, embedder) as again:
+        assert again.store.history() == history and len(history) == 32
+    remove_store(path)
+    with Collection.open(path, embedder) as anew:
+        assert anew.store.history() != history
+
+
+def test_a_store_made_before_histories_gets_one_and_ignores_unnamed_checkpoints(
+    tmp_path, embedder
+):
+    """A collection from before histories opens as it is: its writer's open mints an
+    identity; its checkpoint, which names none, is not trusted but rebuilt from the store."""
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as first:
+        first.add_articles([article("a1"), article("a2", text="Rain all week.")])
+        first.checkpoint(force=True)
+        generation = first.generation
+    [(_, file)] = saved_indexes(path)
+    file.rename(path / f"index-{generation:012d}.faiss")  # the old name, without a history
+    with sqlite3.connect(path / "store.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key = 'history'")
+    with Collection.open(path, embedder) as reopened:
+        assert len(reopened.store.history()) == 32
+        assert reopened.index.base_generation == 0
+        assert reopened.info().in_agreement and finds_itself(reopened, "a2")
+        reopened.checkpoint(force=True)
+        assert [f.name for _, f in saved_indexes(path)] == [
+            f"index-{generation:012d}-{reopened.store.history()}.faiss"
+        ]
+

@@ -236,7 +236,7 @@ def test_a_checkpoint_is_never_built_from_an_old_base_and_a_newer_generation(
         other.delete_article(first.id)
         other.checkpoint(force=True)  # a newer one, from "another process"
         with other.store.snapshot() as generation:
-            newer = checkpoint.load_newest(path, generation)
+            newer = checkpoint.load_newest(path, generation, other.store.history())
         assert newer is not None and builder.index.base_generation < newer.generation
 
         index = builder.index
@@ -246,7 +246,7 @@ def test_a_checkpoint_is_never_built_from_an_old_base_and_a_newer_generation(
         index.swapper.join()
 
         with builder.store.snapshot() as generation:
-            saved = checkpoint.load_newest(path, generation)
+            saved = checkpoint.load_newest(path, generation, builder.store.history())
             stored = builder.store.passage_ids()
         assert saved is not None and saved.generation == generation
         assert np.array_equal(np.sort(saved.index.ids()), stored)

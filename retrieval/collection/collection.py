@@ -4,7 +4,8 @@ Layout of a collection directory:
 
     manifest.json              format version, embedder, chunker, index policy (manifest.py)
     store.sqlite (+ -wal)      the single source of truth and the index's log (store.py)
-    index-<generation>.faiss   the latest checkpoint of the index (checkpoint.py)
+    index-<generation>-<history>.faiss
+                               the latest checkpoint of the index (checkpoint.py)
     checkpoint.lock            held by the one process building a checkpoint
 
 The concurrency rules, all of them:
@@ -23,7 +24,8 @@ The concurrency rules, all of them:
 3. Checkpoints are built from a store snapshot aside (in a background thread, or at the
    end of `retrieval index`), written atomically, and swapped into the index whole;
    other processes load the newer file within a second. A checkpoint is only a shortcut:
-   a missing, stale or unreadable one is replaced by replaying the store's log.
+   a missing, stale or unreadable one is replaced by replaying the store's log, and so is
+   one of another history of the store (a store replaced in place: checkpoint.py).
 
 A process killed at any point therefore leaves a store at its last commit and at most
 an older checkpoint, which the next open catches up.
@@ -314,7 +316,7 @@ class Collection:
 
     def _load_index(self) -> LiveIndex:
         with self.store.snapshot() as generation:
-            found = checkpoint.load_newest(self.path, generation)
+            found = checkpoint.load_newest(self.path, generation, self.store.history())
         if found is None:  # a new collection, or its checkpoint was lost: replay the log
             return LiveIndex(FaissIndex(self.dim, "Flat"), 0)
         return LiveIndex(found.index, found.generation)
@@ -338,7 +340,7 @@ class Collection:
         reads the checkpoint's generation from its file name and counts what the store
         changed since. False means no checkpoint is due; True means ask `checkpoint_due`.
         """
-        saved = checkpoint.saved_checkpoints(self.path)
+        saved = checkpoint.saved_checkpoints(self.path, self.store.history())
         since = saved[0][0] if saved else 0
         with self.store.snapshot():
             n_passages = self.store.counts()["passages"]
@@ -376,7 +378,9 @@ class Collection:
         base, base_generation = index.checkpoint()  # one pair, whatever swaps meanwhile
         current = None  # nothing checkpointed yet: build anew
         if base_generation > 0:
-            current = checkpoint.Checkpoint(base, base_generation, "current")
+            current = checkpoint.Checkpoint(
+                base, base_generation, self.store.history(), "current"
+            )
         started = time.perf_counter()
         built = checkpoint.build(
             self.store, self.dim, self.policy, current, should_stop=self._closing.is_set
@@ -407,7 +411,7 @@ class Collection:
         now = time.monotonic()
         if now - self._last_poll >= CHECKPOINT_POLL_S:
             self._last_poll = now
-            newest = checkpoint.saved_checkpoints(self.path)
+            newest = checkpoint.saved_checkpoints(self.path, self.store.history())
             if newest and newest[0][0] > self.index.base_generation:
                 self._start(self._load_newer_checkpoint)
                 return
@@ -421,8 +425,10 @@ class Collection:
     def _load_newer_checkpoint(self) -> None:
         index = self.index
         try:
+            with self.store.snapshot() as generation:
+                history = self.store.history()
             found = checkpoint.load_newest(
-                self.path, self.store.generation(), newer_than=index.base_generation
+                self.path, generation, history, newer_than=index.base_generation
             )
             if found is not None and not self._closing.is_set():
                 index.swap(found.index, found.generation, self.store)

@@ -9,7 +9,9 @@ mid-write, sees all of it or none.
 The store is also the index's log: every passage row carries the generation that added
 it, and `removed` records the generation that deleted each passage, so the changes
 between two generations can be read back exactly (`vectors(since, until)`,
-`removed_between`).
+`removed_between`). Generations count the writes of one history of the store, which
+`history()` names: a store replaced by another, or restored from a snapshot's copy,
+has another history, and an index saved from one history never fits another.
 
 Threads: each thread uses its own SQLite connection (SQLite connections must not be
 shared by threads that run at the same time). `snapshot()` opens a read transaction on
@@ -91,6 +93,10 @@ CREATE TRIGGER IF NOT EXISTS passages_fts_delete AFTER DELETE ON passages BEGIN
     VALUES ('delete', old.id, old.title, old.text);
 END;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', '0');
+-- The store's history: minted when it is made (or first opened by a writer, for a store
+-- made before histories), and anew for a snapshot's copy. A checkpoint names the history
+-- it was built from, so a store replaced by another one never loads the other's.
+INSERT OR IGNORE INTO meta (key, value) VALUES ('history', lower(hex(randomblob(16))));
 -- Row counts kept by triggers in the same transaction as every write, so that reading
 -- them costs nothing at any size (count(*) scans the table). The INSERT OR IGNOREs
 -- seed them once for a store made before they existed.
@@ -356,6 +362,24 @@ class Store:
     def generation(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         return int(row[0])
+
+    def history(self) -> str:
+        """The identity of this store's history of generations (32 hex digits).
+
+        Generations number the writes of one history only: two stores at the same
+        generation may hold different passages. "" for a store made before histories
+        and opened read-only (a writer's open mints one).
+        """
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'history'").fetchone()
+        return "" if row is None else str(row[0])
+
+    def start_new_history(self) -> str:
+        """Gives the store a new history identity and returns it: for a copy that will
+        go its own way (a snapshot), so that no checkpoint of the original fits it."""
+        self._db.execute(
+            "UPDATE meta SET value = lower(hex(randomblob(16))) WHERE key = 'history'"
+        )
+        return self.history()
 
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         rows = self._db.execute(
