@@ -10,6 +10,7 @@ import pytest
 
 from retrieval.collection.checkpoint import saved_checkpoints as saved_indexes
 from retrieval.collection.collection import Collection
+from retrieval.collection.index_policy import IndexPolicy
 from retrieval.errors import CollectionFormatError, ModelMismatchError, NotFoundError
 from retrieval.records import Article
 from retrieval.search.retriever import Retriever
@@ -284,3 +285,57 @@ def test_a_store_made_before_histories_gets_one_and_ignores_unnamed_checkpoints(
             f"index-{generation:012d}-{reopened.store.history()}.faiss"
         ]
 
+
+# -- a write costs what it changes ---------------------------------------------------------
+
+
+def test_a_one_shot_writer_that_will_not_checkpoint_never_loads_the_index(tmp_path, embedder):
+    """With no checkpoint saved, `retrieval index` of one article loaded the index (every
+    stored vector replayed) only to find that no checkpoint was due."""
+    path = tmp_path / "c"
+    with Collection.open(path, embedder, background=False) as first:
+        first.add_articles([article("a1"), article("a2", text="Rain all week.")])
+        assert first.checkpoint_if_due() is None
+        assert not first.index_loaded
+    assert saved_indexes(path) == []
+    with Collection.open(path, embedder, background=False) as writer:
+        writer.add_articles([article("a3", text="Snow in the hills.")])
+        assert writer.checkpoint_if_due() is None
+        assert not writer.index_loaded
+
+
+def test_a_one_shot_writer_checkpoints_a_collection_whose_replay_would_be_long(
+    tmp_path, embedder
+):
+    path = tmp_path / "c"
+    long_at_two = IndexPolicy(delta_max=2)  # passages an open may replay before it is long
+    with Collection.open(path, embedder, policy=long_at_two, background=False) as first:
+        first.add_articles([article("a1")])
+        assert first.checkpoint_if_due() is None and not first.index_loaded
+    with Collection.open(path, embedder, background=False) as writer:
+        writer.add_articles([article("a2", text="Rain all week.")])
+        assert writer.checkpoint_if_due() == "rebuilt as Flat"
+    assert [g for g, _ in saved_indexes(path)] == [2]
+
+
+def test_replays_read_in_the_order_of_an_index_without_a_temporary_sort(tmp_path, embedder):
+    """Replaying the log read every vector `ORDER BY id` through the generation index,
+    so SQLite sorted them all in a temporary B-tree (a temporary file, MBs per open)."""
+    path = tmp_path / "c"
+    with Collection.open(path, embedder, background=False) as first:
+        first.add_articles([article("a1"), article("a2", text="Rain all week.")])
+        first.checkpoint(force=True)
+        first.add_articles([article("a3", text="Snow in the hills.")])
+    with Collection.open(path, embedder, background=False) as collection:
+        statements: list[str] = []
+        db = collection.store._db  # this thread's connection: the one the replay uses
+        db.set_trace_callback(statements.append)
+        collection.refresh()  # the checkpoint, then the log since it
+        collection.add_articles([article("a4", text="Wind on the coast.")])
+        collection.checkpoint(force=True)  # merged: the log since the last one
+        db.set_trace_callback(None)
+        replays = [s for s in statements if s.startswith("SELECT") and "generation >" in s]
+        assert any("vector" in s for s in replays)
+        for statement in replays:
+            plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + statement))
+            assert "TEMP B-TREE" not in plan, (statement, plan)

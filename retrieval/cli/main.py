@@ -439,16 +439,15 @@ def checkpoint_if_due(collection: Any) -> None:
     Services on the collection would build it in the background too; doing it here
     spares them the work. Said on stderr, since it may take a while on a large collection.
     """
-    if not collection.checkpoint_may_be_due():  # counts only: no index loaded
-        return
-    # This process only wrote to the store: catch its index up before asking.
-    collection.refresh()
-    reason = collection.checkpoint_due()
-    if reason is None:
-        return
-    print(f"checkpoint: saving the index ({reason})", file=sys.stderr, flush=True)
-    how = collection.checkpoint()
-    print(f"checkpoint: {how or 'left to the process already building one'}", file=sys.stderr)
+    announced = []
+
+    def announce(reason: str) -> None:
+        print(f"checkpoint: saving the index ({reason})", file=sys.stderr, flush=True)
+        announced.append(reason)
+
+    how = collection.checkpoint_if_due(announce)
+    if announced:
+        print(f"checkpoint: {how or 'left to the process already building one'}", file=sys.stderr)
 
 
 def collection_path(args: argparse.Namespace) -> Path:

@@ -80,6 +80,8 @@ CHECKPOINT_POLL_S = 1.0
 # How long a process waits before trying again after a background checkpoint failed or
 # found another process building one.
 CHECKPOINT_RETRY_S = 10.0
+# The index an open starts from when no checkpoint fits: empty, the whole log replayed.
+EMPTY_INDEX_SPEC = "Flat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +290,12 @@ class Collection:
         return self._index
 
     @property
+    def index_loaded(self) -> bool:
+        """Whether this process has loaded the index: a one-shot writer should not,
+        unless it builds a checkpoint."""
+        return self._index is not None
+
+    @property
     def lexical(self) -> MemoryBm25:
         """The BM25 index searches use (FTS5's scores from postings in memory, bm25.py),
         built from the store on the first lexical or hybrid search."""
@@ -318,7 +326,7 @@ class Collection:
         with self.store.snapshot() as generation:
             found = checkpoint.load_newest(self.path, generation, self.store.history())
         if found is None:  # a new collection, or its checkpoint was lost: replay the log
-            return LiveIndex(FaissIndex(self.dim, "Flat"), 0)
+            return LiveIndex(FaissIndex(self.dim, EMPTY_INDEX_SPEC), 0)
         return LiveIndex(found.index, found.generation)
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -336,18 +344,25 @@ class Collection:
     def checkpoint_may_be_due(self) -> bool:
         """A cheap first look for one-shot processes (`retrieval index`): counts only.
 
-        Loading the index to ask `checkpoint_due` reads the whole checkpoint file; this
-        reads the checkpoint's generation from its file name and counts what the store
-        changed since. False means no checkpoint is due; True means ask `checkpoint_due`.
+        Loading the index to ask `checkpoint_due` reads the whole checkpoint file, or
+        replays every stored vector when there is none: a one-shot writer must not pay
+        that to learn that nothing is due. This reads the checkpoint's generation from its
+        file name and counts what the store changed since (index range scans of what
+        changed). False means no checkpoint is due; True means ask `checkpoint_due`.
         """
-        saved = checkpoint.saved_checkpoints(self.path, self.store.history())
-        since = saved[0][0] if saved else 0
         with self.store.snapshot():
+            saved = checkpoint.saved_checkpoints(self.path, self.store.history())
             n_passages = self.store.counts()["passages"]
+            if not saved:
+                # What checkpoint_due weighs here exactly: an open starts from an empty
+                # index and replays every stored passage into its delta.
+                return self.policy.checkpoint_due(
+                    base_spec=EMPTY_INDEX_SPEC, base_size=0, added=n_passages, removed=0,
+                    n_passages=n_passages,
+                ) is not None
+            since = saved[0][0]
             added = self.store.count_added_since(since)
             removed = self.store.count_removed_since(since)
-        if not saved:
-            return n_passages > 0  # nothing saved yet: every open replays the whole log
         base_size = n_passages - added + removed
         as_built = self.policy.wanted_spec(base_size, None)
         return (
@@ -355,6 +370,30 @@ class Collection:
             or removed >= self.policy.tombstones_max * max(base_size, 1)
             or self.policy.wanted_spec(n_passages, as_built) != as_built
         )
+
+    def checkpoint_if_due(self, announce: Callable[[str], None] | None = None) -> str | None:
+        """For one-shot writers (`retrieval index`, opened with background=False): a
+        checkpoint when one is due, so that the next open need not replay what this
+        process wrote. A writer that will not checkpoint never loads the index.
+
+        Args:
+            announce: called with the reason before a due checkpoint is built (it may
+                take a while on a large collection).
+
+        Returns:
+            How the checkpoint was built, or None: none was due, or another process is
+            building one.
+        """
+        if not self.checkpoint_may_be_due():  # counts only: no index loaded
+            return None
+        # This process only wrote to the store: catch its index up before asking.
+        self.refresh()
+        reason = self.checkpoint_due()
+        if reason is None:
+            return None
+        if announce is not None:
+            announce(reason)
+        return self.checkpoint()
 
     def checkpoint(self, *, force: bool = False) -> str | None:
         """Builds, saves and swaps in a new checkpoint when one is due (or `force`).

@@ -486,15 +486,19 @@ class Store:
     def vectors(
         self, dim: int, *, since: int = 0, until: int | None = None, batch: int = 50_000
     ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]:
-        """Stored vectors added in generations (since, until], in batches of (ids, vectors).
+        """Stored vectors added in generations (since, until], in batches of (ids, vectors),
+        by generation, then id.
 
         Call it inside `snapshot()` with `until` = the snapshot's generation: the bound
         then says in the query what the snapshot already guarantees.
         """
         upper = until if until is not None else 2**62
+        # The order of the generation index (its entries end with the row id): SQLite
+        # walks it and sorts nothing. ORDER BY id alone sorted every vector read through
+        # a temporary B-tree, spilled to a temporary file as large as the vectors read.
         cursor = self._db.execute(
             "SELECT id, vector FROM passages WHERE generation > ? AND generation <= ? "
-            "ORDER BY id",
+            "ORDER BY generation, id",
             (since, upper),
         )
         while rows := cursor.fetchmany(batch):
