@@ -131,3 +131,9 @@ def test_a_snapshot_starts_a_history_of_its_own(tmp_path, embedder, seed_article
         assert restored.index.base_generation == 0  # not the original's checkpoint
         info = restored.info()
         assert info.in_agreement and restored.passages_of("snap-104")
+        # The original's checkpoint held its own articles' vectors under the ids that the
+        # copy gave to others: ids agreed, vectors did not.
+        with restored.reading() as reader:
+            vectors = reader.article_vectors("snap-100")
+            _, ids = reader.dense(vectors, 1)
+        assert ids[:, 0].tolist() == [p.id for p in restored.passages_of("snap-100")]
