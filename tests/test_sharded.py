@@ -12,8 +12,9 @@ import threading
 import pytest
 from sharded_fixtures import CASES, QUERIES, bbc_sample, same_hits
 
+from retrieval.cluster.clients import LocalShard
 from retrieval.cluster.layout import ID_RANGE, create_shards, join, read_layout, shard_of, split
-from retrieval.cluster.router import LocalShard, ShardedCollection, embed_articles, open_local
+from retrieval.cluster.router import ShardedCollection, embed_articles, open_local
 from retrieval.collection.collection import Collection
 from retrieval.errors import CollectionFormatError, InputError, NotFoundError
 from retrieval.records import Article, Filters
