@@ -14,8 +14,9 @@ from sharded_fixtures import CASES, QUERIES, bbc_sample, same_hits
 
 from retrieval.cluster.clients import LocalShard
 from retrieval.cluster.layout import ID_RANGE, create_shards, join, read_layout, shard_of, split
-from retrieval.cluster.router import ShardedCollection, embed_articles, open_local
+from retrieval.cluster.router import ShardedCollection, open_local
 from retrieval.collection.collection import Collection
+from retrieval.collection.ingest import embed_articles
 from retrieval.errors import CollectionFormatError, InputError, NotFoundError
 from retrieval.records import Article, Filters
 from retrieval.search.options import SearchOptions

@@ -42,7 +42,6 @@ writes, takes them as they are (STATISTICS_TRIES), so writes cannot starve a sea
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -57,7 +56,7 @@ from retrieval.cluster.sharded_reader import ShardedLexical, ShardedReader
 from retrieval.cluster.statistics import StatisticsCache
 from retrieval.cluster.traffic import TrafficCounter
 from retrieval.collection import ingest
-from retrieval.collection.ingest import IngestReport, batched, indexable, refuse_duplicate_ids
+from retrieval.collection.ingest import IngestReport
 from retrieval.collection.lexical import LexicalIndex
 from retrieval.collection.manifest import check_embedder
 from retrieval.collection.store import DEFAULT_WRITE_TIMEOUT_S, NewPassage
@@ -258,30 +257,27 @@ class ShardedCollection:
         thus whole in each shard, and an interrupted ingest leaves every shard at a
         committed generation; indexing again skips what is stored unchanged.
         """
-        articles = [indexable(article) for article in refuse_duplicate_ids(articles)]
-        report, started = IngestReport(), time.perf_counter()
-        for batch in batched(articles, batch_size):
-            add_reports(report, self._add_batch(batch, lock_timeout))
-            if progress:
-                progress(len(batch))
-        report.seconds = time.perf_counter() - started
-        return report
+        return ingest.ingest_batches(
+            ingest.prepared(articles), lambda batch: self._add_batch(batch, lock_timeout),
+            batch_size=batch_size, progress=progress,
+        )
 
-    def _add_batch(self, batch: Sequence[Article], lock_timeout: float) -> list[IngestReport]:
+    def _add_batch(self, batch: Sequence[Article], lock_timeout: float) -> IngestReport:
         known: dict[str, str] = {}
         for hashes in self.by_article("content_hashes", [a.id for a in batch]):
             known.update(hashes)
         changed = [a for a in batch if known.get(a.id) != a.content_hash()]
-        unchanged = IngestReport(unchanged=len(batch) - len(changed))
+        report = IngestReport(unchanged=len(batch) - len(changed))
         if not changed:
-            return [unchanged]
-        rows = embed_articles(changed, self.embedder, self.chunker)
+            return report
+        rows = ingest.embed_articles(changed, self.embedder, self.chunker)
         mine: dict[int, list[tuple[Article, list[NewPassage]]]] = {}
         for item in zip(changed, rows, strict=True):
             mine.setdefault(self.layout.shard_of(item[0].id), []).append(item)
-        written = self.round([(i, "write_embedded", (items, lock_timeout))
-                              for i, items in sorted(mine.items())])
-        return [unchanged, *written]
+        for written in self.round([(i, "write_embedded", (items, lock_timeout))
+                                   for i, items in sorted(mine.items())]):
+            report.add(written)
+        return report
 
     def delete_article(
         self, article_id: str, *, lock_timeout: float = DEFAULT_WRITE_TIMEOUT_S
@@ -313,23 +309,3 @@ def open_local(path: str | Path, *, background: bool = True) -> ShardedCollectio
             shard.close()
         raise
     return ShardedCollection(layout, shards)
-
-
-def embed_articles(
-    articles: Sequence[Article], embedder: Embedder, chunker: ChunkerSettings
-) -> list[list[NewPassage]]:
-    """Each article's passages with their vectors, from one model call for them all."""
-    pieces = [ingest.passages_for(article, embedder, chunker) for article in articles]
-    vectors = embedder.embed_documents([text for part in pieces for _, text in part])
-    rows, offset = [], 0
-    for part in pieces:
-        rows.append([ingest.with_vector(p, vectors[offset + i]) for i, (p, _) in enumerate(part)])
-        offset += len(part)
-    return rows
-
-
-def add_reports(total: IngestReport, parts: Iterable[IngestReport]) -> None:
-    for part in parts:
-        for name in ("added", "updated", "unchanged", "passages_added", "passages_removed"):
-            setattr(total, name, getattr(total, name) + getattr(part, name))
-

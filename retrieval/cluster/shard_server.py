@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from retrieval.cluster.query_phase import HIT_FIELDS, ShardAnswer, ShardQuery, answer_query
-from retrieval.collection import duplicates
 from retrieval.collection.collection import Collection
-from retrieval.collection.ingest import IngestReport, indexable
+from retrieval.collection.ingest import IngestReport, indexable, store_embedded
 from retrieval.collection.store import DEFAULT_WRITE_TIMEOUT_S, NewPassage
 from retrieval.errors import NotFoundError
 from retrieval.records import Article, Filters, Passage
@@ -157,16 +156,5 @@ class ShardServer:
         shard at a committed generation; an article already stored unchanged is
         skipped, so a batch written twice (a retried task, a re-run) adds nothing.
         """
-        report = IngestReport()
         items = [(indexable(article), rows) for article, rows in items]
-        fingerprints = [duplicates.fingerprint(article.text) for article, _ in items]
-        store = self.collection.store
-        with store.transaction(lock_timeout) as generation:
-            known = store.content_hashes([article.id for article, _ in items])
-            for (article, rows), fingerprint in zip(items, fingerprints, strict=True):
-                if known.get(article.id) == article.content_hash():
-                    report.unchanged += 1
-                    continue
-                gone, new = store.put_article(article, rows, generation, fingerprint)
-                report.count_stored(len(gone), len(new), replaced=article.id in known)
-        return report
+        return store_embedded(self.collection.store, items, lock_timeout)
