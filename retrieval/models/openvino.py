@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from retrieval.errors import InputError
+from retrieval.errors import InputError, MissingDependencyError
 from retrieval.models.calibration import calibration_digest, calibration_texts
 from retrieval.models.embedding import (
     DEFAULT_MODEL,
@@ -68,6 +68,21 @@ def backend_name(precision: str) -> str:
     return f"openvino-{precision}"
 
 
+def import_openvino(precision: str) -> Any:
+    """The openvino module, or an error naming the extra that installs it.
+
+    Raises:
+        MissingDependencyError: openvino cannot be imported.
+    """
+    try:
+        import openvino
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"the {backend_name(precision)} backend", "openvino", "fast", error
+        ) from error
+    return openvino
+
+
 class OpenVinoEmbedder:
     """An Embedder running an OpenVINO export of a sentence-transformers model on the CPU.
 
@@ -95,11 +110,11 @@ class OpenVinoEmbedder:
         batch_size: int = 32,
         threads: int | None = None,
     ) -> None:
-        import openvino as ov
         from tokenizers import Tokenizer
 
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        ov = import_openvino(precision)
         location = resolve_model(model)
         if not isinstance(location, Path):
             raise InputError(f"model {model!r} is neither {DEFAULT_MODEL!r} nor an existing folder")
@@ -332,7 +347,9 @@ def ensure_export(model_dir: Path, precision: str, cache_dir: Path) -> Path:
 
 def export(model_dir: Path, out: Path, *, precision: str) -> None:
     """Converts the model's transformer to OpenVINO IR (quantised for int8) in `out`."""
-    import openvino as ov
+    ov = import_openvino(precision)
+    if precision == "int8":
+        import_nncf()  # before the conversion's minutes, not after them
     import torch
     from tokenizers import Tokenizer
     from transformers import AutoModel
@@ -370,8 +387,7 @@ def export(model_dir: Path, out: Path, *, precision: str) -> None:
 
 def quantize(model: Any, tokenizer: Any) -> Any:
     """Static int8 quantisation (weights and activations) calibrated on the fixed texts."""
-    import nncf
-
+    nncf = import_nncf()
     texts = calibration_texts()
     feeds = [encode_batch(tokenizer, [text]) for text in texts]
     # NNCF draws its progress bars on standard output, which belongs to the command that
@@ -385,6 +401,17 @@ def quantize(model: Any, tokenizer: Any) -> Any:
         )
 
 
+def import_nncf() -> Any:
+    """The nncf module (int8 exports only), or an error naming the extra that installs it."""
+    try:
+        import nncf
+    except ImportError as error:
+        raise MissingDependencyError(
+            "exporting the openvino-int8 backend", "nncf", "fast", error
+        ) from error
+    return nncf
+
+
 def file_digest(*paths: Path) -> str:
     digest = hashlib.sha256()
     for path in paths:
@@ -395,7 +422,7 @@ def file_digest(*paths: Path) -> str:
 
 
 def read_dim(model_xml: Path) -> int:
-    import openvino as ov
+    import openvino as ov  # export() imported it already
 
     model = ov.Core().read_model(str(model_xml))
     return int(model.outputs[0].get_partial_shape()[2].get_length())
