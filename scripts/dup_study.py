@@ -1,10 +1,10 @@
-"""How well duplicate grouping works on real news: the numbers behind the README's
-"Near-duplicates" section, and the measurement that chose the method.
+"""How well duplicate grouping works on real news: the numbers behind
+docs/duplicates.md, and the measurement that chose the method.
 
     python scripts/dup_study.py --collection /tmp/bbc-dups     # prints the table
-    python scripts/dup_study.py --collection /tmp/bbc-dups --show-merges 0.5
+    python scripts/dup_study.py --collection /tmp/bbc-dups --show-merges
 
-The articles: BBC News (2,225, /work/shared/datasets/bbc) plus one republished copy of
+The articles: BBC News (2,225, $RETRIEVAL_DATASETS/bbc) plus one republished copy of
 each of 300 sampled BBC articles, made the way republishers make them (`republish`).
 The truth: the corpus's listed exact duplicates (exact_duplicates.tsv), the articles
 whose body text is byte-identical under another headline, and each copy with its
@@ -37,11 +37,12 @@ from retrieval.collection.collection import Collection
 from retrieval.collection.duplicates import JACCARD, DuplicateRule, shingles
 from retrieval.collection.store import Store
 from retrieval.evaluation.datasets import read_duplicates
+from retrieval.evaluation.location import datasets_dir
 from retrieval.ingestion.loaders import load_file
 from retrieval.records import Article
 from retrieval.search.related import centroid
 
-BBC = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bbc"
+BBC = datasets_dir() / "bbc"
 COPIES = 300
 SEED = 7
 JACCARD_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)

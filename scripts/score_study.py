@@ -1,11 +1,11 @@
-"""What search scores look like on real news: the numbers behind the README's
-"What scores mean" and "Related articles" paragraphs.
+"""What search scores look like on real news: the numbers behind docs/search.md's
+"What scores mean" and "Related articles" sections.
 
     python scripts/score_study.py scores /tmp/bbc-news2    # dense and hybrid scores
     python scripts/score_study.py related /tmp/bbc-news2   # centroid vs best pair
 
 The collection is BBC News (2,225 articles in 5 topics, the topic is the id prefix):
-    retrieval index /work/shared/datasets/bbc/corpus.jsonl --collection /tmp/bbc-news2 \
+    retrieval index $RETRIEVAL_DATASETS/bbc/corpus.jsonl --collection /tmp/bbc-news2 \
         --backend openvino-int8 --quiet
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.collection.collection import Collection
+from retrieval.evaluation.location import datasets_dir
 from retrieval.search.retriever import Retriever
 
 SAMPLE = 300
@@ -53,7 +54,8 @@ def scores(path: Path) -> None:
             own, other1, other10, unrelated1, unrelated10 = [], [], [], [], []
             for start in range(0, len(titles), 32):
                 batch = titles[start : start + 32]
-                results = retriever.search_batch(batch, 11, mode=mode, max_per_article=1)
+                results = retriever.search_batch(batch, 11, mode=mode, max_per_article=1,
+                                                  collapse=False)
                 for article_id, hits in zip(sample[start : start + 32], results, strict=True):
                     mine = [h.score for h in hits if h.article_id == article_id]
                     others = [h.score for h in hits if h.article_id != article_id]
@@ -83,7 +85,7 @@ def related(path: Path) -> None:
     articles = sorted(set(owners))
     topic = {a: a.split("_")[0] for a in articles}
     index = {a: np.flatnonzero(owners == a) for a in articles}
-    duplicates_tsv = Path("/work/shared/datasets/bbc/exact_duplicates.tsv")
+    duplicates_tsv = datasets_dir() / "bbc" / "exact_duplicates.tsv"
     pairs = [line.split("\t") for line in duplicates_tsv.read_text().splitlines()[1:]]
     duplicate_of = {a: b for a, b in pairs if a in index and b in index}
     sample = random.Random(0).sample(articles, SAMPLE)

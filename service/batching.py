@@ -7,7 +7,8 @@ That thread embeds every query of the batch in ONE `embed_queries` call, then an
 each job with `Retriever.search_embedded` under that job's own options.
 
 Why one thread: on two cores the model and FAISS compete for the same cores; a second
-thread running the model only adds contention (see PERF-NOTES "The service"). Why a
+thread running the model only adds contention (measured: docs/performance.md, "Where
+the time goes"). Why a
 window: a model call on 32 queries costs far less than 32 calls on one, and a few
 milliseconds of waiting is small next to a single query's embedding time.
 
@@ -36,7 +37,8 @@ import numpy as np
 
 from retrieval.errors import EmptyIndexError, RetrievalError
 from retrieval.records import Hit
-from retrieval.search.retriever import Retriever, SearchOptions
+from retrieval.search.options import SearchOptions
+from retrieval.search.retriever import Retriever
 
 logger = logging.getLogger(__name__)
 

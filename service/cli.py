@@ -158,7 +158,7 @@ def is_loopback(host: str) -> bool:
 
 
 def quiet_threads() -> None:
-    """Thread settings for two cores shared by the model and FAISS (PERF-NOTES).
+    """Thread settings for two cores shared by the model and FAISS (docs/performance.md).
 
     Must run before torch or FAISS is imported: OpenMP reads them once. PASSIVE makes
     idle OpenMP threads sleep instead of spinning on the cores the other one needs.

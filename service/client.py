@@ -5,13 +5,15 @@
             print(hit.rank, round(hit.score, 3), hit.title)
 
 `RetrievalClient` and `AsyncRetrievalClient` return the library's own frozen dataclasses
-(`Hit`, `Passage`, `Article`), so `RetrievalClient` satisfies `retrieval.search.retriever.Searcher`
-and evaluation code scores it exactly like a `Retriever`. Every failure (an error answer
-of the server, a timeout, a refused connection, an answer that is not the service's)
-raises one type, `RetrievalClientError`, carrying the server's message.
+(`Hit`, `Passage`, `Article`) and take the library's search options (same names, same
+defaults), so `RetrievalClient` satisfies `retrieval.search.retriever.Searcher` and
+evaluation code scores it exactly like a `Retriever`. Every failure (an error answer of
+the server, a timeout, a refused connection, an answer that is not the service's) raises
+one type, `RetrievalClientError`, carrying the server's message.
 
-This module imports only httpx2, the standard library, `retrieval.records` and
-`retrieval.errors`: `pip install 'retrieval[client]'` brings no torch, FAISS or numpy.
+This module imports only httpx2, the standard library, `retrieval.records`,
+`retrieval.errors` and `retrieval.search.options` (standard library only): `pip install
+'retrieval[client]'` brings no torch, FAISS or numpy.
 """
 
 from __future__ import annotations
@@ -19,22 +21,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx2
 
 from retrieval.errors import RetrievalError
 from retrieval.records import Article, Filters, Hit, Passage, RelatedArticle, Span
+from retrieval.search.options import DEFAULTS, Mode, SearchOptions, Sort
 
 __all__ = ["AsyncRetrievalClient", "RetrievalClient", "RetrievalClientError"]
 
-# The same literals as retrieval.search.retriever.Mode and Sort, which cannot be imported
-# here (numpy).
-Mode = Literal["dense", "lexical", "hybrid"]
-# retrieval.search.retriever.DEFAULT_MODE (tests/test_client.py checks that they agree).
-DEFAULT_MODE: Mode = "hybrid"
-Sort = Literal["score", "date"]
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 10.0
 API_KEY_HEADER = "X-API-Key"
@@ -70,76 +67,33 @@ class Call(Generic[T]):
     body: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Ranking:
-    """The re-ranking options of a search (see `retrieval.search.retriever.SearchOptions`), and
-    collapsing (None: the server's default, which is on).
-
-    Sent only when set, so this client still talks to a server that predates them.
-    """
-
-    min_score: float | None = None
-    recency_half_life_days: float | None = None
-    now: str | None = None
-    sort: Sort = "score"
-    collapse: bool | None = None
-
-    def json(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        return {
-            name: value for name, value in values.items()
-            if value is not None and not (name == "sort" and value == "score")
-        }
+def search_call(query: str, options: SearchOptions) -> Call[list[Hit]]:
+    return Call("POST", "/search", parse_search, {"query": query, **options_json(options)})
 
 
-def search_call(
-    query: str,
-    k: int,
-    mode: Mode,
-    filters: Filters | None,
-    max_per_article: int | None,
-    offset: int,
-    highlight: bool = False,
-    ranking: Ranking = Ranking(),
-) -> Call[list[Hit]]:
-    options = search_options(k, mode, filters, max_per_article, offset, highlight)
-    body = {"query": query, **options, **ranking.json()}
-    return Call("POST", "/search", parse_search, body)
-
-
-def batch_call(
-    queries: Sequence[str],
-    k: int,
-    mode: Mode,
-    filters: Filters | None,
-    max_per_article: int | None,
-    offset: int,
-    highlight: bool = False,
-    ranking: Ranking = Ranking(),
-) -> Call[list[list[Hit]]]:
+def batch_call(queries: Sequence[str], options: SearchOptions) -> Call[list[list[Hit]]]:
     if isinstance(queries, str):
         raise RetrievalClientError("search_batch takes a list of queries, not one string")
-    options = search_options(k, mode, filters, max_per_article, offset, highlight)
-    body = {"queries": list(queries), **options, **ranking.json()}
+    body = {"queries": list(queries), **options_json(options)}
     return Call("POST", "/search/batch", parse_batch, body)
+
+
+def options_json(options: SearchOptions) -> dict[str, Any]:
+    """The request's option fields: k and mode always, the others when not the default.
+
+    Both ends take their defaults from `SearchOptions`; leaving the defaults out keeps
+    this client talking to a server that predates an option.
+    """
+    body: dict[str, Any] = {"k": options.k, "mode": options.mode}
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        if field.name not in body and value != getattr(DEFAULTS, field.name):
+            body[field.name] = filters_json(value) if field.name == "filters" else value
+    return body
 
 
 def related_call(article_id: str, k: int) -> Call[list[RelatedArticle]]:
     return Call("GET", f"{item_path('articles', article_id)}/related?k={int(k)}", parse_related)
-
-
-def search_options(
-    k: int, mode: Mode, filters: Filters | None, max_per_article: int | None, offset: int,
-    highlight: bool,
-) -> dict[str, Any]:
-    return {
-        "k": k,
-        "mode": mode,
-        "filters": filters_json(filters),
-        "max_per_article": max_per_article,
-        "offset": offset,
-        "highlight": highlight,
-    }
 
 
 def filters_json(filters: Filters | None) -> dict[str, Any] | None:
@@ -342,50 +296,51 @@ class RetrievalClient(BaseClient):
     def search(
         self,
         query: str,
-        k: int = 10,
+        k: int = DEFAULTS.k,
         *,
-        mode: Mode = DEFAULT_MODE,
-        filters: Filters | None = None,
-        max_per_article: int | None = None,
-        offset: int = 0,
-        highlight: bool = False,
-        min_score: float | None = None,
-        recency_half_life_days: float | None = None,
-        now: str | None = None,
-        sort: Sort = "score",
-        collapse: bool | None = None,
+        mode: Mode = DEFAULTS.mode,
+        filters: Filters | None = DEFAULTS.filters,
+        max_per_article: int | None = DEFAULTS.max_per_article,
+        offset: int = DEFAULTS.offset,
+        highlight: bool = DEFAULTS.highlight,
+        min_score: float | None = DEFAULTS.min_score,
+        recency_half_life_days: float | None = DEFAULTS.recency_half_life_days,
+        now: str | None = DEFAULTS.now,
+        sort: Sort = DEFAULTS.sort,
+        collapse: bool = DEFAULTS.collapse,
     ) -> list[Hit]:
-        """The k passages closest to the query, best first (see `Retriever.search`;
-        `min_score`, `recency_half_life_days`, `now`, `sort` and `collapse` as there,
-        except that `collapse` left None is the server's default: on).
+        """The k passages closest to the query, best first: the options, their names
+        and defaults are `Retriever.search`'s (`retrieval.search.options.SearchOptions`).
 
         Raises:
             RetrievalClientError: the server refused the query (status 4xx, its message),
                 failed, or could not be reached in time (status None).
         """
-        ranking = Ranking(min_score, recency_half_life_days, now, sort, collapse)
-        call = search_call(query, k, mode, filters, max_per_article, offset, highlight, ranking)
+        options = SearchOptions(k, mode, filters, max_per_article, offset, highlight, min_score,
+                                recency_half_life_days, now, sort, collapse)
+        call = search_call(query, options)
         return self._send(call)
 
     def search_batch(
         self,
         queries: Sequence[str],
-        k: int = 10,
+        k: int = DEFAULTS.k,
         *,
-        mode: Mode = DEFAULT_MODE,
-        filters: Filters | None = None,
-        max_per_article: int | None = None,
-        offset: int = 0,
-        highlight: bool = False,
-        min_score: float | None = None,
-        recency_half_life_days: float | None = None,
-        now: str | None = None,
-        sort: Sort = "score",
-        collapse: bool | None = None,
+        mode: Mode = DEFAULTS.mode,
+        filters: Filters | None = DEFAULTS.filters,
+        max_per_article: int | None = DEFAULTS.max_per_article,
+        offset: int = DEFAULTS.offset,
+        highlight: bool = DEFAULTS.highlight,
+        min_score: float | None = DEFAULTS.min_score,
+        recency_half_life_days: float | None = DEFAULTS.recency_half_life_days,
+        now: str | None = DEFAULTS.now,
+        sort: Sort = DEFAULTS.sort,
+        collapse: bool = DEFAULTS.collapse,
     ) -> list[list[Hit]]:
         """`search` for several queries in one request: one list of hits per query."""
-        ranking = Ranking(min_score, recency_half_life_days, now, sort, collapse)
-        call = batch_call(queries, k, mode, filters, max_per_article, offset, highlight, ranking)
+        options = SearchOptions(k, mode, filters, max_per_article, offset, highlight, min_score,
+                                recency_half_life_days, now, sort, collapse)
+        call = batch_call(queries, options)
         return self._send(call)
 
     def passage(self, passage_id: int) -> Passage:
@@ -469,43 +424,45 @@ class AsyncRetrievalClient(BaseClient):
     async def search(
         self,
         query: str,
-        k: int = 10,
+        k: int = DEFAULTS.k,
         *,
-        mode: Mode = DEFAULT_MODE,
-        filters: Filters | None = None,
-        max_per_article: int | None = None,
-        offset: int = 0,
-        highlight: bool = False,
-        min_score: float | None = None,
-        recency_half_life_days: float | None = None,
-        now: str | None = None,
-        sort: Sort = "score",
-        collapse: bool | None = None,
+        mode: Mode = DEFAULTS.mode,
+        filters: Filters | None = DEFAULTS.filters,
+        max_per_article: int | None = DEFAULTS.max_per_article,
+        offset: int = DEFAULTS.offset,
+        highlight: bool = DEFAULTS.highlight,
+        min_score: float | None = DEFAULTS.min_score,
+        recency_half_life_days: float | None = DEFAULTS.recency_half_life_days,
+        now: str | None = DEFAULTS.now,
+        sort: Sort = DEFAULTS.sort,
+        collapse: bool = DEFAULTS.collapse,
     ) -> list[Hit]:
         """See `RetrievalClient.search`."""
-        ranking = Ranking(min_score, recency_half_life_days, now, sort, collapse)
-        call = search_call(query, k, mode, filters, max_per_article, offset, highlight, ranking)
+        options = SearchOptions(k, mode, filters, max_per_article, offset, highlight, min_score,
+                                recency_half_life_days, now, sort, collapse)
+        call = search_call(query, options)
         return await self._send(call)
 
     async def search_batch(
         self,
         queries: Sequence[str],
-        k: int = 10,
+        k: int = DEFAULTS.k,
         *,
-        mode: Mode = DEFAULT_MODE,
-        filters: Filters | None = None,
-        max_per_article: int | None = None,
-        offset: int = 0,
-        highlight: bool = False,
-        min_score: float | None = None,
-        recency_half_life_days: float | None = None,
-        now: str | None = None,
-        sort: Sort = "score",
-        collapse: bool | None = None,
+        mode: Mode = DEFAULTS.mode,
+        filters: Filters | None = DEFAULTS.filters,
+        max_per_article: int | None = DEFAULTS.max_per_article,
+        offset: int = DEFAULTS.offset,
+        highlight: bool = DEFAULTS.highlight,
+        min_score: float | None = DEFAULTS.min_score,
+        recency_half_life_days: float | None = DEFAULTS.recency_half_life_days,
+        now: str | None = DEFAULTS.now,
+        sort: Sort = DEFAULTS.sort,
+        collapse: bool = DEFAULTS.collapse,
     ) -> list[list[Hit]]:
         """See `RetrievalClient.search_batch`."""
-        ranking = Ranking(min_score, recency_half_life_days, now, sort, collapse)
-        call = batch_call(queries, k, mode, filters, max_per_article, offset, highlight, ranking)
+        options = SearchOptions(k, mode, filters, max_per_article, offset, highlight, min_score,
+                                recency_half_life_days, now, sort, collapse)
+        call = batch_call(queries, options)
         return await self._send(call)
 
     async def passage(self, passage_id: int) -> Passage:

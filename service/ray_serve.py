@@ -11,7 +11,7 @@ The application is one Serve app of N + 1 deployments:
   /metrics, the API key), built on its replica by `create_app(open_collection=...)`
   over a `ShardedCollection` whose shards are the handles above. Its micro-batcher
   embeds the queries of concurrent requests in one model call, once per request; the
-  router then sends the query vector to every shard and merges (retrieval/sharded.py).
+  router then sends the query vector to every shard and merges (retrieval/cluster/router.py).
 
 Faults: every call to a shard has a deadline (`SHARD_TIMEOUT_S`). A shard with no live
 replica (killed, its node gone) fails its calls, or lets them time out, and the request

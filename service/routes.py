@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from retrieval.errors import InputError
 from retrieval.records import Article, Filters, Hit, Passage
-from retrieval.search.retriever import HIGHLIGHT_MAX_HITS, SearchOptions
+from retrieval.search.options import HIGHLIGHT_MAX_HITS, SearchOptions
 from service import schemas
 from service.deps import Service, ServiceDep, exclusive_write, require_api_key, require_json
 from service.settings import K_CEILING, Settings

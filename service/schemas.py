@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from retrieval.records import is_iso_date
-from retrieval.search.retriever import DEFAULT_MODE, MAX_QUERY_CHARS
+from retrieval.search.options import DEFAULTS, MAX_QUERY_CHARS, Mode, Sort, option_help
 from service.settings import K_CEILING
 
 MAX_BATCH_QUERIES = 64
@@ -38,8 +38,6 @@ Query = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)
 ]
 IsoDate = Annotated[str, Field(pattern=DATE_PATTERN, examples=["2021-08-30"])]
-Mode = Literal["dense", "lexical", "hybrid"]
-Sort = Literal["score", "date"]
 # Bounds that no real score or half-life comes near; they keep the numbers finite.
 MAX_SCORE = 1e9
 MAX_HALF_LIFE_DAYS = 1e6
@@ -97,36 +95,29 @@ class FiltersIn(RequestModel):
 
 
 class SearchOptionsIn(RequestModel):
-    """What a search asks for besides the query text."""
+    """What a search asks for besides the query text: `SearchOptions`, as JSON.
 
-    k: int = Field(10, ge=1, le=K_CEILING, description="hits wanted; at most the server's max_k")
-    mode: Mode = DEFAULT_MODE
-    filters: FiltersIn | None = None
-    max_per_article: int | None = Field(None, ge=1, le=K_CEILING)
-    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="skip this many best hits (paging)")
-    highlight: bool = Field(False, description="mark the best-matching sentence of each hit")
-    min_score: float | None = Field(
-        None, ge=-MAX_SCORE, le=MAX_SCORE,
-        description="drop hits scoring below it (after fusion and freshness); k then "
-        "counts at most. Scores are not probabilities: see the README",
-    )
+    Names, defaults and help come from `retrieval.search.options.SearchOptions`
+    (tests/test_search_options.py holds them to it); the bounds are this service's.
+    """
+
+    k: int = Field(DEFAULTS.k, ge=1, le=K_CEILING,
+                   description=option_help("k") + "; at most the server's max_k")
+    mode: Mode = Field(DEFAULTS.mode, description=option_help("mode"))
+    filters: FiltersIn | None = Field(None, description=option_help("filters"))
+    max_per_article: int | None = Field(DEFAULTS.max_per_article, ge=1, le=K_CEILING,
+                                        description=option_help("max_per_article"))
+    offset: int = Field(DEFAULTS.offset, ge=0, le=MAX_OFFSET, description=option_help("offset"))
+    highlight: bool = Field(DEFAULTS.highlight, description=option_help("highlight"))
+    min_score: float | None = Field(DEFAULTS.min_score, ge=-MAX_SCORE, le=MAX_SCORE,
+                                    description=option_help("min_score"))
     recency_half_life_days: float | None = Field(
-        None, gt=0, le=MAX_HALF_LIFE_DAYS,
-        description="blend freshness into the score: an article this many days older "
-        "than `now` keeps 0.75 of its score, a very old or undated one 0.5",
+        DEFAULTS.recency_half_life_days, gt=0, le=MAX_HALF_LIFE_DAYS,
+        description=option_help("recency_half_life_days"),
     )
-    now: IsoDate | None = Field(
-        None, description="reference date for freshness; default today (UTC)"
-    )
-    sort: Sort = Field(
-        "score", description="score: best first; date: newest first among the hits "
-        "scoring at least min_score (needs min_score)",
-    )
-    collapse: bool = Field(
-        True, description="one hit per group of duplicate articles (exact and near "
-        "copies, found at ingest), its best passage, with the group's other articles in "
-        "`duplicate_ids`; k counts groups. false: every passage on its own",
-    )
+    now: IsoDate | None = Field(DEFAULTS.now, description=option_help("now"))
+    sort: Sort = Field(DEFAULTS.sort, description=option_help("sort"))
+    collapse: bool = Field(DEFAULTS.collapse, description=option_help("collapse"))
 
     @model_validator(mode="after")
     def _ranking(self) -> SearchOptionsIn:

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from retrieval.evaluation.location import datasets_dir
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
-DATASETS = ROOT.parent / "shared" / "datasets"
+DATASETS = datasets_dir()  # $RETRIEVAL_DATASETS, else the project's own folder
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,12 @@ against its shards.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+
+from conftest import DATASETS
 
 from retrieval.records import Article, Filters
 
-BBC = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "bbc" / "corpus.jsonl"
+BBC = DATASETS / "bbc" / "corpus.jsonl"
 # Every 60th article, its first three paragraphs: 37 articles across the five BBC
 # topics, about 110 passages. BBC repeats stories word for word; a repeated paragraph
 # would tie in score with its copy, and which of two equal scores makes the cut at k is

@@ -15,7 +15,7 @@ from retrieval.bench.ingest import ingest_table
 from retrieval.cli.main import main
 
 pytestmark = pytest.mark.skipif(
-    not (DATASETS / "bbc" / "corpus.jsonl").exists(), reason="needs ../shared/datasets/bbc"
+    not (DATASETS / "bbc" / "corpus.jsonl").exists(), reason="needs $RETRIEVAL_DATASETS/bbc"
 )
 
 

@@ -1,7 +1,8 @@
 """`retrieval bench live` at a tiny size: it runs both services, both writers, and reports.
 
 The figures mean nothing at this size on a shared machine and are not asserted: the goals
-are shown by the full run in the README. What must hold whatever the load: every metric is reported,
+are shown by the full run in docs/performance.md. What must hold whatever the load: every
+metric is reported,
 no answer is a 5xx, none holds a passage twice or an article already deleted, and
 store and index agree at the end.
 """
@@ -15,7 +16,7 @@ import pytest
 from conftest import DATASETS
 
 pytestmark = pytest.mark.skipif(
-    not (DATASETS / "bbc" / "corpus.jsonl").exists(), reason="needs ../shared/datasets/bbc"
+    not (DATASETS / "bbc" / "corpus.jsonl").exists(), reason="needs $RETRIEVAL_DATASETS/bbc"
 )
 
 METRICS = {

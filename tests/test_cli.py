@@ -22,7 +22,8 @@ def indexed(tmp_path, capsys):
 
 def test_index_then_search_json(indexed, capsys):
     query = "phone call between the Cuban and Chinese presidents"
-    assert main(["search", query, "--collection", str(indexed), "-k", "2", "--json"]) == 0
+    argv = ["search", query, "--collection", str(indexed), "-k", "2", "--json", "--no-collapse"]
+    assert main(argv) == 0  # two passages of the one seed article: uncollapsed
     hits = json.loads(capsys.readouterr().out)
     assert len(hits) == 2
     first = hits[0]

@@ -180,18 +180,17 @@ def test_search_sends_the_wire_body_and_returns_hits(client, recorder):
     assert hits == [EXPECTED_HIT]  # the best sentence's span comes back as Hit.highlight
     request = recorder.requests[-1]
     assert (request.method, str(request.url)) == ("POST", "http://search.test/search")
-    assert recorder.last_body == {
+    assert recorder.last_body == {  # k and mode always; the others when not the default
         "query": "telephone",
         "k": 3,
         "mode": "hybrid",
-        "filters": None,
         "max_per_article": 1,
         "offset": 2,
         "highlight": True,
     }
 
 
-def test_ranking_options_are_sent_only_when_set(client, recorder):
+def test_options_are_sent_only_when_not_the_default(client, recorder):
     client.search(
         "x", min_score=0.25, recency_half_life_days=30, now="2024-01-01", sort="date"
     )  # the recorder reads the body with the service's schema: it must accept them
@@ -200,14 +199,12 @@ def test_ranking_options_are_sent_only_when_set(client, recorder):
     assert (body["now"], body["sort"]) == ("2024-01-01", "date")
     client.search_batch(["x", "y"], min_score=-0.5)
     assert recorder.last_body["min_score"] == -0.5 and "sort" not in recorder.last_body
-    client.search("x")  # unset: left out, so an older server still takes the body
-    assert not {"min_score", "recency_half_life_days", "now", "sort", "collapse"} & set(
-        recorder.last_body
-    )
+    client.search("x")  # defaults: left out, so an older server still takes the body
+    assert set(recorder.last_body) == {"query", "k", "mode"}
     client.search("x", collapse=False)
     assert recorder.last_body["collapse"] is False
-    client.search_batch(["x"], collapse=True)
-    assert recorder.last_body["collapse"] is True
+    client.search_batch(["x"], collapse=True)  # the default of both ends: left out
+    assert "collapse" not in recorder.last_body
 
 
 def test_a_hit_from_a_server_that_predates_collapsing_has_no_copies():
@@ -409,7 +406,8 @@ def test_every_way_in_defaults_to_the_engines_mode():
     import inspect
 
     from retrieval.cli import main as cli
-    from retrieval.search.retriever import DEFAULT_MODE, Retriever
+    from retrieval.search.options import DEFAULT_MODE
+    from retrieval.search.retriever import Retriever
 
     assert DEFAULT_MODE == "hybrid"
     assert inspect.signature(Retriever.search).parameters["mode"].default == DEFAULT_MODE
@@ -486,7 +484,7 @@ def search_all(
 ) -> list[list[Hit]]:
     """Scores any `retrieval.search.retriever.Searcher`: the evaluation code's view of both.
 
-    `collapse` is given to both: the library leaves it off by default, the service on.
+    `collapse` is given to both, off by default here: the parity cases compare passages.
     """
     return searcher.search_batch(
         PARITY_QUERIES, 5, mode=mode, filters=filters, max_per_article=cap, collapse=collapse
@@ -556,7 +554,7 @@ def test_client_and_retriever_agree_on_min_score_freshness_and_date_order(
 
     queries = ["storm floods", *PARITY_QUERIES]
     local = Retriever(parity_collection).search_batch(queries, 5, **options)
-    remote = served.search_batch(queries, 5, collapse=False, **options)
+    remote = served.search_batch(queries, 5, **options)  # both collapse by default
     assert any(local)
     for mine, theirs in zip(local, remote, strict=True):
         assert [(h.passage_id, h.rank) for h in theirs] == [(h.passage_id, h.rank) for h in mine]

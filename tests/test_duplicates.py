@@ -84,7 +84,7 @@ def test_exact_and_republished_copies_share_a_group_and_a_follow_up_does_not(bbc
 def test_collapse_returns_k_groups_with_the_copies_they_stand_for(bbc_collection):
     retriever = Retriever(bbc_collection)
     query = "Time Warner quarterly profits and AOL subscribers"
-    plain = retriever.search(query, 10, mode="dense")
+    plain = retriever.search(query, 10, mode="dense", collapse=False)
     assert [h.article_id for h in plain[:4]].count(ORIGINAL) >= 1  # copies crowd the top
     assert [h.article_id for h in plain[:4]].count(COPY) >= 1
     assert all(h.duplicates == 0 and h.duplicate_ids == () for h in plain)
@@ -141,7 +141,7 @@ def test_the_service_collapses_by_default_and_the_client_agrees_with_the_library
         assert client.search_batch([query], 4, collapse=True)[0] == remote
 
 
-def test_the_cli_collapses_when_asked(bbc_collection, capsys):
+def test_the_cli_collapses_unless_told_not_to(bbc_collection, capsys):
     from retrieval.cli.main import main
 
     where = ["--collection", str(bbc_collection.path)]
@@ -150,8 +150,11 @@ def test_the_cli_collapses_when_asked(bbc_collection, capsys):
     assert main(["search", "Time Warner profits", "-k", "2", "--collapse", "--json", *where]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["duplicates"] == 1 and len(hits[0]["duplicate_ids"]) == 1
-    assert main(["search", "Time Warner profits", "-k", "2", "--json", *where]) == 0
+    plain = ["search", "Time Warner profits", "-k", "2", "--no-collapse", "--json", *where]
+    assert main(plain) == 0
     assert all(h["duplicates"] == 0 for h in json.loads(capsys.readouterr().out))
+    assert main(["search", "Time Warner profits", "-k", "2", "--json", *where]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["duplicates"] == 1  # on by default
 
 
 def test_related_articles_leave_out_the_articles_own_copies(bbc_collection):
@@ -279,17 +282,18 @@ def test_short_texts_and_bad_rules():
 def test_collapsing_a_huge_group_stops_at_the_candidate_ceiling(tmp_path, embedder, monkeypatch):
     """A group of many copies must not make a collapsed search read the whole collection:
     it reads at most COLLAPSE_MAX_POOL candidates (here 12), then answers with what it has."""
+    import retrieval.search.pool as pool
     import retrieval.search.retriever as search
 
-    monkeypatch.setattr(search, "COLLAPSE_MAX_POOL", 12)
+    monkeypatch.setattr(pool, "COLLAPSE_MAX_POOL", 12)
     (original,) = bbc(ORIGINAL)
     copies = [dataclasses.replace(original, id=f"copy-{i}") for i in range(30)]
     fetched: list[int] = []
     ranked = search.Retriever._ranked
 
-    def counting(self, reader, query, vector, mode, fetch, *args):
+    def counting(self, reader, query, vector, mode, fetch, *args, **named):
         fetched.append(fetch)
-        return ranked(self, reader, query, vector, mode, fetch, *args)
+        return ranked(self, reader, query, vector, mode, fetch, *args, **named)
 
     monkeypatch.setattr(search.Retriever, "_ranked", counting)
     with Collection.open(tmp_path / "c", embedder, background=False) as collection:

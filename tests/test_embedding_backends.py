@@ -3,7 +3,7 @@
 The fp32 export must give sentence-transformers' vectors (cosine > 0.9999): that proves
 tokenisation, mean pooling and normalisation right. The int8 export may move vectors a
 little (mean cosine >= 0.99 on real news passages); its retrieval quality is measured by
-the SciFact evaluation (README, performance section). The int8 export is the production
+the quality guard on every labelled set (docs/evaluation.md). The int8 export is the production
 one, cached in ~/.cache/retrieval/models: the first run on a machine quantises (~1-2 min).
 """
 

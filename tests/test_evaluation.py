@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import DATASETS
 
 from retrieval.cli.main import main
 from retrieval.evaluation.datasets import load_beir, paragraph_spans, read_duplicates
@@ -19,9 +20,7 @@ from retrieval.evaluation.scoring import (
     write_trec,
 )
 from retrieval.records import Article, Hit
-from retrieval.search.retriever import Candidate, Fusion, fuse
-
-DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+from retrieval.search.fusion import Candidate, Fusion, fuse
 
 # -- a tiny BEIR folder whose right answers are obvious ----------------------------------
 
@@ -78,8 +77,9 @@ class TableSearcher:
         self.table = table
         self.calls = []
 
-    def search_batch(self, queries, k=10, *, mode="dense", filters=None, max_per_article=None):
-        self.calls.append((len(queries), k, mode, max_per_article))
+    def search_batch(self, queries, k=10, *, mode="dense", filters=None, max_per_article=None,
+                     collapse=True):
+        self.calls.append((len(queries), k, mode, max_per_article, collapse))
         out = []
         for query in queries:
             hits, seen = [], {}
@@ -133,7 +133,8 @@ def test_run_batches_queries_and_asks_for_one_passage_per_document():
     queries = {"1": "first", "2": "second", "3": "third"}
     got = run(searcher, queries, mode="lexical", k=5, batch_size=2)
     assert got == {"1": {"x": 0.9, "y": 0.7}, "2": {"y": 0.6}, "3": {}}
-    assert searcher.calls == [(2, 5, "lexical", 1), (1, 5, "lexical", 1)]
+    # One passage per document, and every document: labelled sets judge copies too.
+    assert searcher.calls == [(2, 5, "lexical", 1, False), (1, 5, "lexical", 1, False)]
     passages = run(searcher, queries, mode="dense", k=2, level="passage")
     assert passages["1"] == {"1": 0.9, "2": 0.8}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import DATASETS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,6 @@ from retrieval.ingestion.loaders import LoadResult, load_articles, load_file
 from retrieval.records import Article
 
 SEED = Path(__file__).resolve().parents[1] / "seeds" / "000_88e63c04297101a7.txt"
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def write(path: Path, content: str | bytes) -> Path:

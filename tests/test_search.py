@@ -6,17 +6,14 @@ import datetime
 
 import pytest
 
+from retrieval.collection.lexical import fts_query
 from retrieval.errors import EmptyIndexError, InputError, NotFoundError
 from retrieval.records import Article, Filters
+from retrieval.search import pool
 from retrieval.search import retriever as search_module
+from retrieval.search.fusion import Candidate, normalized_score_fusion, reciprocal_rank_fusion
 from retrieval.search.ranking import decayed, recency_factor
-from retrieval.search.retriever import (
-    Candidate,
-    Retriever,
-    fts_query,
-    normalized_score_fusion,
-    reciprocal_rank_fusion,
-)
+from retrieval.search.retriever import Retriever
 
 PHONE_CALL = "phone call between the Cuban and Chinese presidents"
 
@@ -63,7 +60,7 @@ def news(collection):
 
 
 def test_the_phone_call_passage_comes_first(seeded, seed_articles):
-    hits = Retriever(seeded).search(PHONE_CALL, 3)
+    hits = Retriever(seeded).search(PHONE_CALL, 3, collapse=False)  # passages of one article
     assert hits[0].article_id == seed_articles[0].id
     assert "by telephone" in hits[0].text and "Diaz-Canel" in hits[0].text
     assert [h.rank for h in hits] == [1, 2, 3]
@@ -210,8 +207,9 @@ def test_min_score_keeps_a_prefix_of_the_ranking(news, mode):
 
 def test_min_score_can_answer_nothing(news):
     # The real model puts the flood passages near 0.6 and an unrelated query's best
-    # passage near 0.05 (see the README): a floor of 0.3 tells them apart. Dense only:
-    # a hybrid score is relative to the query's own candidates and cannot say "nothing".
+    # passage near 0.05 (docs/search.md, "What scores mean"): a floor of 0.3 tells them
+    # apart. Dense only: a hybrid score is relative to the query's own candidates and
+    # cannot say "nothing".
     found = news.search(FLOODS, 10, mode="dense", min_score=0.3)
     assert {h.article_id for h in found} == {"rain", "flood"}
     assert news.search("recipe for sourdough bread", 10, mode="dense", min_score=0.3) == []
@@ -226,7 +224,10 @@ def same_story(article_id, date):
 
 @pytest.fixture
 def stories(collection):
-    """One story three times: fresh, old and undated; and NEWS around them."""
+    """One story three times: fresh, old and undated; and NEWS around them.
+
+    The three copies are one duplicate group: the freshness tests search uncollapsed,
+    to see each copy's own score."""
     collection.add_articles(
         [*NEWS, same_story("fresh", "2024-06-01"), same_story("old", "2019-06-01"),
          same_story("undated", None)]
@@ -236,16 +237,17 @@ def stories(collection):
 
 def test_freshness_scales_scores_by_the_documented_factor(stories):
     query = "harbour reopened after the storm"
-    plain = {h.article_id: h.score for h in stories.search(query, 3)}
+    plain = {h.article_id: h.score for h in stories.search(query, 3, collapse=False)}
     assert set(plain) == {"fresh", "old", "undated"}
     assert len({round(s, 6) for s in plain.values()}) == 1  # one text, one score
-    hits = stories.search(query, 3, recency_half_life_days=30, now="2024-07-01")
+    hits = stories.search(query, 3, recency_half_life_days=30, now="2024-07-01", collapse=False)
     assert [h.article_id for h in hits][0] == "fresh"
     scores = {h.article_id: h.score for h in hits}
     assert scores["fresh"] == pytest.approx(plain["fresh"] * (0.5 + 0.5 * 0.5))  # 30 days
     assert scores["old"] == pytest.approx(plain["old"] * 0.5, abs=1e-9)  # ~5 years
     assert scores["undated"] == pytest.approx(plain["undated"] * 0.5)  # the floor: oldest
-    future = stories.search(query, 1, recency_half_life_days=30, now="2024-01-01")[0]
+    future = stories.search(query, 1, recency_half_life_days=30, now="2024-01-01",
+                            collapse=False)[0]
     assert future.article_id == "fresh" and future.score == pytest.approx(plain["fresh"])
 
 
@@ -256,14 +258,14 @@ def test_freshness_top_k_is_the_top_k_of_a_full_rerank(stories, mode, k, now, mo
     # A pool of 4k candidates at first (RERANK_POOL lowered to 1, so that it must grow
     # on these 7 passages): the decayed top k are those of a re-rank of every candidate.
     query, half_life = "storm damage", 7.0
-    every = stories.search(query, 1000, mode=mode)
-    monkeypatch.setattr(search_module, "RERANK_POOL", 1)
+    every = stories.search(query, 1000, mode=mode, collapse=False)
+    monkeypatch.setattr(pool, "RERANK_POOL", 1)
     pools = []
     ranked = search_module.Retriever._ranked
 
-    def spy(self, reader, query, vector, mode, fetch, *rest):
+    def spy(self, reader, query, vector, mode, fetch, *rest, **named):
         pools.append(fetch)
-        return ranked(self, reader, query, vector, mode, fetch, *rest)
+        return ranked(self, reader, query, vector, mode, fetch, *rest, **named)
 
     monkeypatch.setattr(search_module.Retriever, "_ranked", spy)
     start = datetime.date.fromisoformat(now)
@@ -271,7 +273,8 @@ def test_freshness_top_k_is_the_top_k_of_a_full_rerank(stories, mode, k, now, mo
         ((decayed(h.score, recency_factor(h.date, start, half_life)), h.passage_id) for h in every),
         key=lambda pair: (-pair[0], pair[1]),
     )[:k]
-    hits = stories.search(query, k, mode=mode, recency_half_life_days=half_life, now=now)
+    hits = stories.search(query, k, mode=mode, recency_half_life_days=half_life, now=now,
+                          collapse=False)
     if (mode, k, now) == ("dense", 1, "2030-01-01"):
         # Everything is years old, so every score about halves: the best decayed score
         # falls under the 4th raw one, and the pool has to grow past 4.

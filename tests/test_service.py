@@ -15,7 +15,7 @@ from service_fixtures import build_collection
 
 from retrieval.errors import EmptyIndexError, InputError
 from retrieval.records import Hit
-from retrieval.search.retriever import SearchOptions
+from retrieval.search.options import SearchOptions
 from service.app import create_app
 from service.batching import Batcher
 from service.settings import Settings

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from service_fixtures import build_collection
 
 from retrieval.records import Hit
-from retrieval.search.retriever import SearchOptions
+from retrieval.search.options import SearchOptions
 from service.app import create_app
 from service.batching import Batcher, QueueFullError, SearchTimeoutError
 from service.schemas import MAX_METADATA_BYTES

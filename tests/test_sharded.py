@@ -1,6 +1,6 @@
 """A sharded collection answers as one collection holding the same articles (no Ray).
 
-The router (retrieval/sharded.py) over shards in this process: split, join, placement,
+The router (retrieval/cluster/router.py) over shards in this process: split, join, placement,
 writes that touch one shard, and search parity in every mode, with filters, a per-article
 cap and paging. test_ray.py runs the same parity over Ray Serve.
 """

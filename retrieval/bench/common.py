@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-BBC = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "bbc" / "corpus.jsonl"
+from retrieval.evaluation.location import bbc_corpus
+
+BBC = bbc_corpus()
 
 
 def print_result(result: dict[str, Any], as_json: bool, table: Any) -> None:

@@ -1,13 +1,13 @@
 """Collections for the live benchmark, and what one small write costs at each size.
 
-The live benchmark (`retrieval bench live`, service/bench_live.py) drives the service,
+The live benchmark (`retrieval bench live`, service/bench/live.py) drives the service,
 which this library never imports; the parts that need only the library live here:
 
 - `bbc_articles`: the BBC corpus as Articles (source = the BBC category), in a seeded
   random order, so that the collection, the HTTP writer and the CLI writer each take
   their own slice of one list;
 - `build_collection`: `size` passages whose vectors derive from real BBC passage vectors
-  (bench_index's `synthesize` and `write_collection`), the index derived from the store
+  (retrieval/bench/index.py's `synthesize` and `write_collection`), the index derived from the store
   as a real open does, then a few hundred real BBC articles indexed the normal way;
 - `write_cost`: batches of real articles added in process with `Collection.add_articles`,
   each timed, with the bytes this process wrote (/proc/self/io) and the growth of the

@@ -5,7 +5,7 @@ router (retrieval/cluster/router.py) asks of each shard: the reads of one search
 and
 passage look-ups, and writes. Every answer is a plain value (numbers, strings, dicts,
 numpy arrays, records), never a SQLite row or a lock, so the same object serves in
-process (`sharded.LocalShard`) and as a Ray Serve deployment (service/ray_serve.py),
+process (`router.LocalShard`) and as a Ray Serve deployment (service/ray_serve.py),
 where answers cross process boundaries.
 
 Each method is one consistent read of the shard (`Collection.reading`); the router's

@@ -8,8 +8,8 @@ two articles are near-duplicates when most of the smaller one's shingles are in 
 other (containment, robust to a dropped paragraph) and the two sets overlap enough that
 a short brief does not match a long story (Jaccard, which is at most the ratio of their
 sizes). Both are estimated from 128-permutation MinHash signatures and the sets' sizes.
-The README's "Near-duplicates" section has the measurements that chose this over
-Jaccard alone and over the embeddings' centroids, and 4 words over 5.
+docs/duplicates.md has the measurements that chose this over Jaccard alone and over the
+embeddings' centroids (scripts/dup_study.py), and 4 words over 5 (scripts/wire_copies.py).
 
 Finding candidates without comparing every pair: the signature is cut into BANDS bands
 of ROWS values; two articles sharing any band's values are candidates (LSH), and a
@@ -62,7 +62,7 @@ SCHEME = "affine32"  # named in the stored rule: see the module's docstring
 FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35),
           np.uint32(16))
 EMPTY = np.uint32((1 << 32) - 1)  # the signature of an empty set, in every place
-# Chosen on the BBC measurement (README): the least Jaccard similarity and containment
+# Chosen on the BBC measurement (docs/duplicates.md): the least Jaccard similarity and containment
 # (share of the smaller article's shingles found in the other) of one group.
 JACCARD = 0.3
 CONTAINMENT = 0.7

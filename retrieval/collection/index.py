@@ -181,6 +181,10 @@ class NumpyIndex:
 class FaissIndex:
     """A FAISS index with passage ids over inner product: exact or approximate.
 
+    About 270 lines, one job: it is the only owner of a FAISS index, and its size is the
+    three ways a filtered search must run to stay exact (a few allowed ids scored
+    directly, a tombstoned scan, FAISS's own selector), which share its private state.
+
     Args:
         dim: vector dimension.
         spec: a FAISS index_factory string for the inner index: "Flat" (exact, the

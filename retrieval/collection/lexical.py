@@ -1,7 +1,7 @@
 """BM25 over the passages: the lexical half of hybrid search.
 
 Implementations of one small protocol, measured against each other with
-`retrieval eval --lexical fts5|bm25s` (numbers in the README's evaluation section):
+`retrieval eval --lexical fts5|bm25s` (numbers in docs/evaluation.md):
 
 - `Fts5Index`: SQLite FTS5's bm25() over each passage's article title and text (porter
   stemming, no stopword list, any query word matches). It lives in the store, kept in

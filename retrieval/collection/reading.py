@@ -1,9 +1,9 @@
 """What a search reads: the two small protocols the Retriever is typed against.
 
 One collection (`Collection`, whose `reading()` yields a `collection.Reader`) implements
-them, and so does a sharded collection (`sharded.ShardedCollection`), whose reader asks
-every shard and merges. Search code written against these protocols therefore answers
-the same over one collection or many shards.
+them, and so does a sharded collection (`ShardedCollection` in retrieval/cluster/router.py),
+whose reader asks every shard and merges. Search code written against these protocols
+therefore answers the same over one collection or many shards.
 """
 
 from __future__ import annotations

@@ -153,7 +153,8 @@ def open_collection(args: argparse.Namespace, task: Task) -> Any:
 def search_all(args: argparse.Namespace, task: Task, collection: Any) -> dict[str, Any]:
     from retrieval.collection.lexical import Bm25sIndex
     from retrieval.evaluation.scoring import run
-    from retrieval.search.retriever import DEFAULT_FUSION, Fusion, Retriever
+    from retrieval.search.fusion import DEFAULT_FUSION, Fusion
+    from retrieval.search.retriever import Retriever
 
     store = collection.store
     lexical = Bm25sIndex(store) if args.lexical == "bm25s" else collection.lexical

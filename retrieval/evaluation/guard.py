@@ -11,7 +11,7 @@ nDCG@10 changes over all of them is at least MIN_MEAN_DELTA:
   queries, whose mean moves by more than that on noise; the paired test can, and the
   mean over all sets and modes still catches a small loss spread everywhere.
 
-Each set is an `retrieval eval` command line (the README's), so a verdict is reproduced
+Each set is an `retrieval eval` command line (docs/evaluation.md's), so a verdict is reproduced
 by running those commands with `--backend`. `retrieval guard --backend NAME` runs it and
 records the verdict (VERDICTS_FILE in the package, or `--record FILE`); the automatic
 backend choice (models/choice.py) considers only candidates whose recorded verdict
@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from retrieval.evaluation.location import datasets_dir
 from retrieval.models.cpu import cpu_summary
 from retrieval.models.verdicts import VERDICTS_FILE, record_verdict
 
@@ -37,7 +38,7 @@ ALPHA = 0.05
 MIN_MEAN_DELTA = -0.002
 REFERENCE = "torch"
 MODES = ("dense", "lexical", "hybrid")
-DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+DATASETS = datasets_dir()
 
 
 @dataclass(frozen=True)

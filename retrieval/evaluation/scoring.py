@@ -30,7 +30,8 @@ from retrieval.errors import InputError
 from retrieval.ingestion.chunking import ChunkerSettings
 from retrieval.models.embedding import Embedder
 from retrieval.records import Article, Hit
-from retrieval.search.retriever import Mode, Searcher
+from retrieval.search.options import Mode
+from retrieval.search.retriever import Searcher
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
@@ -167,8 +168,9 @@ def run(
             "passage": ids are passage ids (as strings), for passage-level judgements.
         batch_size: queries per `search_batch` call.
         progress: called with the number of queries done after each batch.
-        collapse: one hit per duplicate group (its best article), as the service
-            answers by default; the group's other articles are then not in the run.
+        collapse: one hit per duplicate group (its best article), as searches answer
+            by default; the group's other articles are then not in the run. Off here:
+            labelled sets judge every document, copies included.
 
     Returns:
         {query_id: {id: score}}, at most k entries per query; a query with no match
@@ -196,12 +198,11 @@ def _search(
     searcher: Searcher, batch: list[str], k: int, mode: Mode, collapse: bool,
     max_per_article: int | None = None,
 ) -> list[list[Hit]]:
-    # `collapse` is passed only when on, so a Searcher written before it existed works.
-    if collapse:
-        return searcher.search_batch(
-            batch, k, mode=mode, max_per_article=max_per_article, collapse=True
-        )
-    return searcher.search_batch(batch, k, mode=mode, max_per_article=max_per_article)
+    # `collapse` is always passed: searches collapse by default, but labelled sets judge
+    # each document, copies included, so an evaluation collapses only when asked to.
+    return searcher.search_batch(
+        batch, k, mode=mode, max_per_article=max_per_article, collapse=collapse
+    )
 
 
 def documents_from_hits(hits: Iterable[Hit], k: int) -> dict[str, float]:

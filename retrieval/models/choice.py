@@ -107,7 +107,7 @@ class Choice:
 
 
 def default_choice_dir() -> Path:
-    """Beside the model exports (embedding_openvino.default_cache_dir)."""
+    """Beside the model exports (openvino.default_cache_dir)."""
     from retrieval.models.openvino import default_cache_dir
 
     return default_cache_dir()

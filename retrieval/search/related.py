@@ -4,8 +4,8 @@ The article's passages are summed up by their centroid: the mean of their unit v
 renormalised. It is searched like a query vector over every passage, and each other
 article scores by its closest passage (cosine, in [-1, 1]). The article's own exact
 and near copies (its duplicate group) are left out, and each other group appears once.
-The README's "Related articles" section says why the centroid and not the best pair
-of passages.
+docs/search.md ("Related articles") says why the centroid and not the best pair of
+passages.
 """
 
 from __future__ import annotations

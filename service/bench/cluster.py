@@ -14,7 +14,7 @@ One run, on one machine, in this order (never two at once, so they never compete
 
 On two cores Ray cannot show a speed-up: the shards, the ingress, the proxy and Ray's
 own processes share the cores the single process had alone. What this measures is the
-overhead of the distribution and its cause; the README turns it into a cost model.
+overhead of the distribution and its cause; docs/cluster.md turns it into a cost model.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The traffic of the live benchmark (service/bench_live.py): searchers, two writers, probes.
+"""The traffic of the live benchmark (service/bench/live.py): searchers, two writers, probes.
 
 Everything runs on one asyncio loop in the benchmark's process and talks to 127.0.0.1
 only. Each loop is bounded twice: by the end of the writing phase and by a count of

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import httpx2
 
-BBC = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "bbc" / "corpus.jsonl"
+from retrieval.evaluation.location import bbc_corpus
+
+BBC = bbc_corpus()
 FALLBACK_QUERIES = [
     "interest rates and inflation", "floods after heavy rain", "cup final replay",
     "phone call between presidents", "elections and the new government", "film awards",

@@ -1,0 +1,151 @@
+"""Hybrid fusion: one ranking from the dense and the lexical one.
+
+Normalised score fusion (z-score by default, or min-max: each list's scores normalised,
+then a weighted sum) or reciprocal rank fusion. It runs on every hybrid search over up to
+2 x HYBRID_CANDIDATES passages, so the halves stay numpy arrays (`Ranking`) until fused,
+and only the candidates returned become `Candidate` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrieval.errors import InputError
+
+# Reciprocal rank fusion constant (Cormack et al. 2009): damps the head of each list.
+RRF_K = 60
+FUSION_METHODS = ("rrf", "minmax", "zscore")
+# Candidates each half of a hybrid search contributes to the fusion.
+HYBRID_CANDIDATES = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    passage_id: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    """How hybrid search merges the dense and the lexical ranking.
+
+    Attributes:
+        method: "rrf" (reciprocal rank fusion: ranks only), "minmax" or "zscore" (each
+            list's scores normalised, then a weighted sum).
+        alpha: weight of the dense score in a normalised fusion (the lexical one gets
+            1 - alpha); ignored by RRF. A passage missing from one list gets that list's
+            lowest normalised score.
+    """
+
+    method: str = "zscore"
+    alpha: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.method not in FUSION_METHODS:
+            choices = ", ".join(FUSION_METHODS)
+            raise InputError(f"unknown fusion {self.method!r}: use one of {choices}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"fusion alpha must be in [0, 1], got {self.alpha}")
+
+    @classmethod
+    def parse(cls, spec: str) -> Fusion:
+        """ "rrf", "minmax:0.3" or "zscore:0.5" (method, then the dense weight)."""
+        method, _, alpha = spec.partition(":")
+        try:
+            return cls(method, float(alpha)) if alpha else cls(method)
+        except ValueError:
+            raise InputError(
+                f"bad fusion {spec!r}: expected rrf, minmax:ALPHA or zscore:ALPHA"
+            ) from None
+
+    def __str__(self) -> str:
+        return "rrf" if self.method == "rrf" else f"{self.method}:{self.alpha:g}"
+
+
+# Chosen on SciFact's train split (qrels/train.tsv) only; see docs/evaluation.md.
+DEFAULT_FUSION = Fusion("zscore", 0.6)
+
+
+# A ranking as arrays, best first: (passage ids, int64; scores, float64).
+Ranking = tuple[np.ndarray, np.ndarray]
+EMPTY_RANKING: Ranking = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+
+def ranking_of(candidates: Sequence[Candidate]) -> Ranking:
+    return (np.array([c.passage_id for c in candidates], dtype=np.int64),
+            np.array([c.score for c in candidates], dtype=np.float64))
+
+
+def candidates_of(ranking: Ranking) -> list[Candidate]:
+    ids, scores = ranking
+    return [Candidate(i, s) for i, s in zip(ids.tolist(), scores.tolist(), strict=True)]
+
+
+def fuse(
+    dense: Sequence[Candidate], lexical: Sequence[Candidate], fusion: Fusion,
+    *, limit: int | None = None,
+) -> list[Candidate]:
+    """One ranking from the dense and the lexical one, best first (ties by passage id);
+    its first `limit` candidates when given."""
+    if fusion.method == "rrf":
+        return reciprocal_rank_fusion([dense, lexical])[:limit]
+    return normalized_score_fusion(
+        dense, lexical, alpha=fusion.alpha, method=fusion.method, limit=limit
+    )
+
+
+def normalized_score_fusion(
+    dense: Sequence[Candidate], lexical: Sequence[Candidate], *, alpha: float, method: str,
+    limit: int | None = None,
+) -> list[Candidate]:
+    """alpha * dense + (1 - alpha) * lexical, each list's scores normalised first.
+
+    "minmax" maps a list onto [0, 1]; "zscore" subtracts its mean and divides by its
+    standard deviation. A passage found by one list only gets the other's lowest
+    normalised score (as if ranked just below its last candidate).
+    """
+    return fuse_rankings(ranking_of(dense), ranking_of(lexical), alpha=alpha, method=method,
+                         limit=limit)
+
+
+def fuse_rankings(
+    dense: Ranking, lexical: Ranking, *, alpha: float, method: str, limit: int | None = None
+) -> list[Candidate]:
+    """`normalized_score_fusion` on arrays: it runs on every hybrid search, over up to
+    2 x HYBRID_CANDIDATES passages, so in numpy."""
+    ids = np.union1d(dense[0], lexical[0])
+    scores = np.zeros(len(ids), dtype=np.float64)
+    for weight, (part_ids, part_scores) in ((alpha, dense), (1.0 - alpha, lexical)):
+        if not len(part_ids):
+            continue  # its lowest normalised score would be 0.0: nothing to add
+        values = _normalized(part_scores, method)
+        spread = np.full(len(ids), values.min())
+        spread[np.searchsorted(ids, part_ids)] = values
+        scores += weight * spread
+    order = np.lexsort((ids, -scores))[:limit]  # best first, ties by passage id
+    return candidates_of((ids[order], scores[order]))
+
+
+def _normalized(scores: np.ndarray, method: str) -> np.ndarray:
+    if method == "minmax":
+        spread = scores.max() - scores.min()
+        return (scores - scores.min()) / spread if spread > 0 else np.ones_like(scores)
+    std = scores.std()
+    return (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[Candidate]]) -> list[Candidate]:
+    """Fuses ranked lists: each passage scores the sum of 1 / (RRF_K + rank) over lists."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, candidate in enumerate(ranking, start=1):
+            scores[candidate.passage_id] = scores.get(candidate.passage_id, 0.0) + 1.0 / (
+                RRF_K + rank
+            )
+    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    return [Candidate(passage_id, score) for passage_id, score in ordered]
+
+
