@@ -58,6 +58,9 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Padded tokens are masked out of attention and of the mean, so vectors do not change.
 SHORT_PAD = 16
 PAD_TO = 32
+# Inference threads of each model, when set (else every logical core): processes that
+# share a machine (a service and a `retrieval index`) each get their share of the cores.
+THREADS_VARIABLE = "RETRIEVAL_MODEL_THREADS"
 
 
 def default_cache_dir() -> Path:
@@ -66,6 +69,21 @@ def default_cache_dir() -> Path:
 
 def backend_name(precision: str) -> str:
     return f"openvino-{precision}"
+
+
+def threads_from_environment() -> int | None:
+    """$RETRIEVAL_MODEL_THREADS as a number of threads, or None when it is not set.
+
+    Raises:
+        InputError: it is set to anything but a whole number of at least 1.
+    """
+    value = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise InputError(f"{THREADS_VARIABLE}={value!r}: give a whole number of threads, "
+                         "at least 1 (or unset it to use every core)")
+    return int(value)
 
 
 def import_openvino(precision: str) -> Any:
@@ -91,7 +109,8 @@ class OpenVinoEmbedder:
         precision: "int8" (static quantisation, the fast one) or "fp32" (a plain export).
         cache_dir: where exports are kept (default ~/.cache/retrieval/models).
         batch_size: texts per inference call, after sorting by length.
-        threads: inference threads; None uses every logical core, for single queries too.
+        threads: inference threads; None reads $RETRIEVAL_MODEL_THREADS, else uses every
+            logical core, for single queries too.
             An earlier version ran calls of fewer than 4 texts on one thread (on an older
             OpenVINO, two had taken ~11 ms against one's ~3.6 ms); served on 2 cores, two
             threads answered a lone hybrid search about 1 ms sooner (p50 3.8-5.0 against
@@ -134,8 +153,14 @@ class OpenVinoEmbedder:
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
 
         core, xml = ov.Core(), str(self._export / "model.xml")
-        config = {"PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1}
+        # No pinning: OpenVINO pins its threads to cores by default on Linux, so two
+        # processes (a service and a `retrieval index`) pin theirs to the same cores,
+        # where the OS cannot move them apart (Intel's note 000058227: inference time
+        # doubles with two processes). torch does not pin, and slowed searches 1.9x where
+        # OpenVINO slowed them 5.4x (issue 22, item 3).
+        config = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False,
+                  "INFERENCE_NUM_THREADS": threads or threads_from_environment()
+                  or os.cpu_count() or 1}
         compiled = core.compile_model(xml, "CPU", config)
         self._request = compiled.create_infer_request()
         self._inputs = {port.get_any_name() for port in compiled.inputs}
