@@ -117,7 +117,9 @@ class Retriever:
         """The k passages closest to the query, best first (or newest first).
 
         Args:
-            query: free text.
+            query: free text, of any length: the model reads its first word pieces (256
+                for the default model, about 1,000 characters of news text) and lexical
+                search its first 256 distinct words; the rest is not read.
             k, mode, filters, max_per_article, offset, highlight, min_score,
                 recency_half_life_days, now, sort, collapse: see `SearchOptions`.
 
