@@ -152,7 +152,7 @@ class Ingress:
         return collection
 
     def traffic(self) -> dict[str, int]:
-        """What this replica's router has sent to shards so far (`retrieval.cluster.traffic.Traffic`), for
+        """What this replica's router has sent to shards so far (a `Traffic`), for
         `retrieval bench ray`: called through the deployment's handle, not over HTTP."""
         counts = self.collection.traffic.now() if self.collection else Traffic()
         return {"searches": counts.searches, "rounds": counts.rounds, "calls": counts.calls}
