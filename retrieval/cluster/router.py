@@ -121,6 +121,22 @@ class ShardedCollection:
         """Every shard's answer to the same call, in shard order (asked in parallel)."""
         return self.round([(index, method, args) for index in range(len(self.shards))])
 
+    def read_all(self, method: str, *args: Any) -> list[Any]:
+        """Every shard's answer to one read of the read protocol (`ShardServer.read`)."""
+        return self.fan_out("read", method, *args)
+
+    def read_by_article(self, method: str, article_ids: Sequence[str], *args: Any) -> list[Any]:
+        """A read each shard holding some of the articles answers for its own ones."""
+        mine: dict[int, list[str]] = {}
+        for article_id in article_ids:
+            mine.setdefault(self.layout.shard_of(article_id), []).append(article_id)
+        return self.round([(i, "read", (method, ids, *args)) for i, ids in sorted(mine.items())])
+
+    def read_shard_of(self, article_id: str, method: str, *args: Any) -> Any:
+        """A read answered by the shard holding the article (one round of one call)."""
+        index = self.layout.shard_of(article_id)
+        return self.round([(index, "read", (method, article_id, *args))])[0]
+
     def by_article(self, method: str, article_ids: Sequence[str], *args: Any) -> list[Any]:
         """Each shard holding some of the articles answers for its own ones."""
         mine: dict[int, list[str]] = {}
@@ -293,7 +309,7 @@ class ShardedSize:
         self.collection = collection
 
     def __len__(self) -> int:
-        return sum(self.collection.fan_out("size"))
+        return sum(self.collection.read_all("size"))
 
 
 def open_local(path: str | Path, *, background: bool = True) -> ShardedCollection:

@@ -167,7 +167,7 @@ class ShardedReader:
 
     def __init__(self, collection: ShardedCollection) -> None:
         self.collection = collection
-        self.fan_out = collection.fan_out
+        self.read_all = collection.read_all
         self.gathered: Gathered | None = None
         self.plan: Plan | None = None
         self._queries: dict[str, int] = {}
@@ -233,13 +233,13 @@ class ShardedReader:
         if found is not None:
             ids, scores = found
             return scores[None, :], ids[None, :]
-        parts = self.fan_out("dense", vectors, k, allowed)
+        parts = self.read_all("dense", vectors, k, allowed)
         return merge_top_k(parts, len(vectors), k)
 
     def size(self) -> int:
         if self.gathered is not None:
             return self.gathered.size
-        return sum(self.fan_out("size"))
+        return sum(self.read_all("size"))
 
     def passage_ids_matching(self, filters: Filters) -> np.ndarray:
         """After `prepare` with these filters: the candidates the shards found (each
@@ -247,7 +247,7 @@ class ShardedReader:
         this search could return. Otherwise every matching id, from every shard."""
         if self.gathered is not None and self.same_filters(filters):
             return self.gathered.candidate_ids()
-        return np.sort(np.concatenate(self.fan_out("passage_ids_matching", filters)))
+        return np.sort(np.concatenate(self.read_all("passage_ids_matching", filters)))
 
     def hit_rows(self, passage_ids: Sequence[int]) -> dict[int, Any]:
         known = self.gathered.rows if self.gathered else {}
@@ -288,7 +288,7 @@ class ShardedReader:
                 for index in shards:
                     asked.setdefault(index, []).append(pid)
             answers = merged(self.collection.round(
-                [(i, method, (ids,)) for i, ids in sorted(asked.items())]
+                [(i, "read", (method, ids)) for i, ids in sorted(asked.items())]
             ))
             found.update(answers)
             if method == "hit_rows" and self.gathered is not None:
@@ -296,14 +296,14 @@ class ShardedReader:
         return found
 
     def article_vectors(self, article_id: str) -> np.ndarray:
-        vectors: np.ndarray = self.collection.call_shard_of(article_id, "article_vectors")
+        vectors: np.ndarray = self.collection.read_shard_of(article_id, "article_vectors")
         return vectors
 
     def article_rows(self, article_ids: Sequence[str]) -> dict[str, Any]:
-        return merged(self.collection.by_article("article_rows", article_ids))
+        return merged(self.collection.read_by_article("article_rows", article_ids))
 
     def article_group_keys(self, article_ids: Sequence[str]) -> dict[str, str]:
-        return merged(self.collection.by_article("article_group_keys", article_ids))
+        return merged(self.collection.read_by_article("article_group_keys", article_ids))
 
     def duplicates_of(
         self, article_ids: Sequence[str], filters: Filters | None = None
@@ -318,10 +318,10 @@ class ShardedReader:
                             if copy not in gathered.duplicates[article])]
                 for article in article_ids
             }
-        return merged(self.collection.by_article("duplicates_of", article_ids, filters))
+        return merged(self.collection.read_by_article("duplicates_of", article_ids, filters))
 
     def has_article(self, article_id: str) -> bool:
-        found: bool = self.collection.call_shard_of(article_id, "has_article")
+        found: bool = self.collection.read_shard_of(article_id, "has_article")
         return found
 
 
