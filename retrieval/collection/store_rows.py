@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from retrieval.collection import groups
+from retrieval.collection import duplicates, groups
 from retrieval.collection.store_connection import StoreConnection
 from retrieval.records import Article, Filters, Passage
 
@@ -158,6 +158,10 @@ class StoreRows(StoreConnection):
         if not self.has_groups:
             return {row: f"a{row}" for row in self.article_rows(article_ids)}
         return groups.article_group_keys(self._db, article_ids)
+
+    def fingerprints(self, article_ids: Sequence[str]) -> dict[str, duplicates.Fingerprint]:
+        """The articles' duplicate fingerprints (groups.fingerprints); {} without groups."""
+        return groups.fingerprints(self._db, article_ids) if self.has_groups else {}
 
     def duplicates_of(
         self, article_ids: Sequence[str], filters: Filters | None = None

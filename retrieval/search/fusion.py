@@ -22,6 +22,12 @@ FUSION_METHODS = ("rrf", "minmax", "zscore")
 HYBRID_CANDIDATES = 100
 
 
+def ranking_depth(mode: str, k: int) -> int:
+    """Candidates each half of a search ranks for a pool of k: hybrid fuses at least
+    HYBRID_CANDIDATES of each."""
+    return max(k, HYBRID_CANDIDATES) if mode == "hybrid" else k
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     passage_id: int

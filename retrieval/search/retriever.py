@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -24,12 +24,12 @@ from retrieval.records import Filters, Hit, RelatedArticle
 from retrieval.search.fusion import (
     DEFAULT_FUSION,
     EMPTY_RANKING,
-    HYBRID_CANDIDATES,
     Candidate,
     Fusion,
     Ranking,
     candidates_of,
     fuse_rankings,
+    ranking_depth,
     reciprocal_rank_fusion,
 )
 from retrieval.search.highlight import best_sentences
@@ -45,6 +45,18 @@ from retrieval.search.options import (
 )
 from retrieval.search.pool import gather
 from retrieval.search.related import related_articles
+
+
+@runtime_checkable
+class PreparesSearch(Protocol):
+    """A reader that gathers a whole search up front: a sharded collection's asks each
+    shard once for everything the search will read (retrieval/cluster/query_phase.py),
+    instead of once per read. One collection's reader reads as it goes and has no such
+    step."""
+
+    def prepare(
+        self, queries: Sequence[str], vectors: np.ndarray | None, options: SearchOptions
+    ) -> None: ...
 
 
 class Searcher(Protocol):
@@ -105,7 +117,9 @@ class Retriever:
         """The k passages closest to the query, best first (or newest first).
 
         Args:
-            query: free text.
+            query: free text, of any length: the model reads its first word pieces (256
+                for the default model, about 1,000 characters of news text) and lexical
+                search its first 256 distinct words; the rest is not read.
             k, mode, filters, max_per_article, offset, highlight, min_score,
                 recency_half_life_days, now, sort, collapse: see `SearchOptions`.
 
@@ -179,6 +193,8 @@ class Retriever:
             raise InputError(f"{mode} search needs one query vector per query")
         filters = options.filters or Filters()
         with self.collection.reading() as reader:
+            if isinstance(reader, PreparesSearch):
+                reader.prepare(queries, vectors, options)
             if reader.size() == 0:
                 raise EmptyIndexError("the collection holds no passages: index some articles first")
             allowed = None if filters.is_empty() else reader.passage_ids_matching(filters)
@@ -269,7 +285,7 @@ class Retriever:
         assert vector is not None
         # The two halves stay arrays until fused: a hybrid search makes Candidates only
         # for the k it returns, not for the 2 x HYBRID_CANDIDATES it fuses.
-        depth = max(k, HYBRID_CANDIDATES)
+        depth = ranking_depth(mode, k)
         dense = self._dense_ranking(reader, vector, depth, allowed)
         lexical = self._lexical_ranking(query, depth, filters, allowed)
         if self.fusion.method == "rrf":
