@@ -33,7 +33,6 @@ an older checkpoint, which the next open catches up.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,7 +41,6 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.collection import duplicates
 from retrieval.collection.checkpointing import (
     CHECKPOINT_POLL_S,
     CHECKPOINT_RETRY_S,
@@ -52,11 +50,11 @@ from retrieval.collection.index_policy import IndexPolicy
 from retrieval.collection.ingest import (
     INGEST_BATCH,
     IngestReport,
-    batched,
-    indexable,
+    embed_articles,
+    ingest_batches,
     passages_for,
-    refuse_duplicate_ids,
-    with_vector,
+    prepared,
+    store_embedded,
 )
 from retrieval.collection.manifest import (
     check_embedder,
@@ -192,40 +190,24 @@ class Collection(CheckpointingCollection):
             CollectionLockedError: another process kept writing past lock_timeout.
             InputError: an article with neither text nor title, or an id given twice.
         """
-        # Checked and made indexable up front, so a bad article refuses the whole call
-        # before any batch is committed.
-        articles = [indexable(article) for article in refuse_duplicate_ids(articles)]
-        report, started = IngestReport(), time.perf_counter()
-        for batch in batched(articles, batch_size):
-            self._add_batch(batch, report, lock_timeout)
-            if progress:
-                progress(len(batch))
-        report.seconds = time.perf_counter() - started
-        return report
+        # Checked up front, so a bad article refuses the whole call before any batch is
+        # committed; then the one ingest path (ingest.py) that every writer shares.
+        return ingest_batches(
+            prepared(articles), lambda batch: self._add_batch(batch, lock_timeout),
+            batch_size=batch_size, progress=progress,
+        )
 
-    def _add_batch(self, batch: Sequence[Article], report: IngestReport, timeout: float) -> None:
+    def _add_batch(self, batch: Sequence[Article], lock_timeout: float) -> IngestReport:
+        """Embeds the batch's new and changed articles (unchanged ones are skipped before
+        the model runs), then stores them in one transaction."""
         known = self.store.content_hashes([article.id for article in batch])
         changed = [a for a in batch if known.get(a.id) != a.content_hash()]
-        report.unchanged += len(batch) - len(changed)
-        if not changed:
-            return
-        pieces = [passages_for(article, self.embedder, self.chunker) for article in changed]
-        inputs = [text for article_pieces in pieces for _, text in article_pieces]
-        # The slow parts, before the transaction, so other writers wait only for rows.
-        vectors = self.embedder.embed_documents(inputs)
-        fingerprints = [duplicates.fingerprint(article.text) for article in changed]
-        rows, offset = [], 0
-        for article_pieces in pieces:
-            rows.append(
-                [with_vector(p, vectors[offset + i]) for i, (p, _) in enumerate(article_pieces)]
-            )
-            offset += len(article_pieces)
-        with self.store.transaction(timeout) as generation:
-            for article, article_rows, fingerprint in zip(
-                changed, rows, fingerprints, strict=True
-            ):
-                gone, new = self.store.put_article(article, article_rows, generation, fingerprint)
-                report.count_stored(len(gone), len(new), replaced=article.id in known)
+        report = IngestReport(unchanged=len(batch) - len(changed))
+        if changed:
+            rows = embed_articles(changed, self.embedder, self.chunker)
+            report.add(store_embedded(self.store, list(zip(changed, rows, strict=True)),
+                                      lock_timeout))
+        return report
 
     def delete_article(
         self, article_id: str, *, lock_timeout: float = DEFAULT_WRITE_TIMEOUT_S

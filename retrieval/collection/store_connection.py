@@ -112,16 +112,8 @@ class ThreadConnection:
 
 
 class StoreConnection:
-    """SQLite access for one collection, safe to share between threads.
-
-    Args:
-        path: the database file (created with its schema when missing, unless readonly).
-        readonly: open without writing anything (for copies and inspection).
-        write_timeout: default seconds a write waits for another writer.
-        duplicate_rule: how articles are grouped as duplicates (groups.py); a store whose
-            groups were made by another rule, or that has articles without a group (a
-            collection made before groups existed), is regrouped on opening.
-    """
+    """The connections and transactions of a `Store` (store.py), whose docstring gives
+    the arguments: one SQLite connection per thread, writes one at a time."""
 
     def __init__(
         self, path: Path, *, readonly: bool = False,
