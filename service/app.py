@@ -34,6 +34,7 @@ from service.deps import RETRY_AFTER_S, AnyCollection, Service
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import STATIC, router
+from service.schemas import QUERY_TOO_LONG
 from service.settings import QUERY_WARM_UP_TOKENS, Settings
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_queued=settings.max_queued,
         timeout_s=settings.search_timeout_s,
         on_batch=app.state.metrics.batch_size.observe,
+        search_threads=settings.search_threads,
     )
     batcher.start()
     app.state.metrics.watch_index(lambda: len(collection.index))
@@ -201,6 +203,8 @@ def field_error(error: Any) -> dict[str, Any]:
         return {"loc": ["body"], "msg": f"the body is not valid JSON: {reason}{where_}",
                 "type": "json_invalid"}
     msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "string_too_long" and {"query", "queries"} & set(loc):
+        msg = QUERY_TOO_LONG  # what to do, not just the limit
     return {"loc": loc, "msg": msg, "type": str(error.get("type", "value_error"))}
 
 

@@ -8,7 +8,11 @@ each job with `Retriever.search_embedded` under that job's own options.
 
 Why one thread: on two cores the model and FAISS compete for the same cores; a second
 thread running the model only adds contention (measured: docs/performance.md, "Where
-the time goes"). Why a
+the time goes"). A sharded collection on Ray is different: a search there mostly waits
+for its shards' answers. With `search_threads` > 1 the model thread only embeds, and each
+job's search runs on a pool of that many threads while the next batch is collected and
+embedded: the rounds of concurrent searches are then in flight together, instead of each
+request's round trip queueing behind the others'. Why a
 window: a model call on 32 queries costs far less than 32 calls on one, and a few
 milliseconds of waiting is small next to a single query's embedding time.
 
@@ -92,6 +96,8 @@ class Batcher:
             refused with QueueFullError (one is always accepted by an empty queue).
         timeout_s: each search's deadline, from the moment it is asked.
         on_batch: called with each model call's number of queries (for metrics).
+        search_threads: searches run at once (see the module docstring); 1 answers
+            them on the model's thread, one after another.
     """
 
     def __init__(
@@ -103,6 +109,7 @@ class Batcher:
         max_queued: int = 256,
         timeout_s: float = 10.0,
         on_batch: Callable[[int], None] | None = None,
+        search_threads: int = 1,
     ) -> None:
         self.retriever = retriever
         self.window_s = window_s
@@ -114,7 +121,12 @@ class Batcher:
         self._waiting = 0  # queries in self._queue
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self._highlighter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="highlight")
-        self._highlights: set[asyncio.Task[None]] = set()
+        self._searchers = (
+            ThreadPoolExecutor(max_workers=search_threads, thread_name_prefix="searches")
+            if search_threads > 1 else None
+        )
+        # Highlights and pooled searches: tasks that outlive a batch, ended by stop().
+        self._background: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_batch_jobs = 1
 
@@ -126,7 +138,7 @@ class Batcher:
 
     async def stop(self) -> None:
         """Stops taking work, fails what is still queued, and lets the threads finish."""
-        tasks = [*self._highlights, *([self._task] if self._task else [])]
+        tasks = [*self._background, *([self._task] if self._task else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -135,6 +147,8 @@ class Batcher:
                     ServiceStoppingError("the service is shutting down"))
         self._executor.shutdown(wait=True)
         self._highlighter.shutdown(wait=True)
+        if self._searchers is not None:
+            self._searchers.shutdown(wait=True)
 
     @property
     def waiting(self) -> int:
@@ -193,6 +207,9 @@ class Batcher:
             jobs = self._live(await self._collect())
             if not jobs:
                 continue
+            if self._searchers is not None:
+                await self._embed_then_search(jobs)
+                continue
             try:
                 answers = await loop.run_in_executor(self._executor, self._answer_all, jobs)
             except BaseException as error:  # cancelled mid-batch: nobody may hang
@@ -201,6 +218,47 @@ class Batcher:
                 raise
             for job, (outcome, vectors) in zip(jobs, answers, strict=True):
                 self._deliver(job, outcome, vectors)
+
+    async def _embed_then_search(self, jobs: list[Job]) -> None:
+        """Embeds the batch on the model's thread, then starts each job's search on the
+        search pool without waiting for it: the next batch is collected meanwhile."""
+        loop = asyncio.get_running_loop()
+        try:
+            vectors = await loop.run_in_executor(self._executor, self._embed_or_none, jobs)
+        except BaseException as error:  # cancelled mid-batch: nobody may hang
+            for job in jobs:
+                _settle(job, ServiceStoppingError(f"search interrupted: {error!r}"))
+            raise
+        for i, job in enumerate(jobs):
+            task = loop.create_task(self._search_on_pool(job, vectors, i))
+            self._background.add(task)  # stop() cancels and awaits these too
+            task.add_done_callback(self._background.discard)
+
+    async def _search_on_pool(
+        self, job: Job, vectors: dict[int, np.ndarray] | None, i: int
+    ) -> None:
+        assert self._searchers is not None
+        loop = asyncio.get_running_loop()
+        try:
+            if vectors is None:  # the batch's model call failed: this job alone
+                outcome, mine = await loop.run_in_executor(
+                    self._searchers, self._answer_alone, job)
+            else:
+                outcome, mine = await loop.run_in_executor(
+                    self._searchers, self._answer, job, vectors.get(i))
+        except BaseException as error:  # cancelled by stop(): nobody may hang
+            _settle(job, ServiceStoppingError(f"search interrupted: {error!r}"))
+            raise
+        self._deliver(job, outcome, mine)
+
+    def _embed_or_none(self, jobs: Sequence[Job]) -> dict[int, np.ndarray] | None:
+        """The batch's query vectors from one model call; None if it failed (each job
+        is then embedded alone, so one odd query cannot fail its neighbours)."""
+        try:
+            return self._embed(jobs)
+        except Exception:
+            logger.exception("batched embedding failed; embedding job by job")
+            return None
 
     async def _collect(self) -> list[Job]:
         """The next batch: the first job, then more until max_batch queries or the window ends.
@@ -245,8 +303,8 @@ class Batcher:
             _settle(job, outcome)
             return
         task = asyncio.get_running_loop().create_task(self._highlight(job, outcome, vectors))
-        self._highlights.add(task)
-        task.add_done_callback(self._highlights.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _highlight(self, job: Job, hits: list[list[Hit]], vectors: np.ndarray | None) -> None:
         loop = asyncio.get_running_loop()

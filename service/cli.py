@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "head, or auto) with Ray Serve; needs the ray extra")
     parser.add_argument("--replicas", type=int, default=1, metavar="N",
                         help="with --ray: replicas of each shard (default 1)")
+    parser.add_argument("--ingress-replicas", type=int, default=1, metavar="N",
+                        help="with --ray: replicas of the ingress, each holding the model "
+                        "(default 1)")
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
     parser.add_argument("--api-key", default=None,
@@ -123,7 +126,8 @@ def serve_shards(args: argparse.Namespace, settings: Any) -> int:
     except ImportError as error:
         print(f"error: --ray needs Ray: pip install 'retrieval[ray]' ({error})", file=sys.stderr)
         return EXIT_USAGE
-    ray_serve.run(args.ray, args.shards, settings, replicas=args.replicas)
+    ray_serve.run(args.ray, args.shards, settings, replicas=args.replicas,
+                  ingress_replicas=args.ingress_replicas)
     print(f"serving {args.shards} on Ray at http://{settings.host}:{settings.port}/ "
           "(Ctrl-C stops this command; `serve shutdown` stops the app)", file=sys.stderr)
     return EXIT_OK

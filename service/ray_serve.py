@@ -10,8 +10,12 @@ The application is one Serve app of N + 1 deployments:
 - `ingress`: the very FastAPI app of `retrieval serve` (every endpoint, the page,
   /metrics, the API key), built on its replica by `create_app(open_collection=...)`
   over a `ShardedCollection` whose shards are the handles above. Its micro-batcher
-  embeds the queries of concurrent requests in one model call, once per request; the
-  router then sends the query vector to every shard and merges (retrieval/cluster/router.py).
+  embeds the queries of concurrent requests in one model call; each search is then
+  one query phase: one call to every shard, answers merged at the router
+  (retrieval/cluster/router.py). Searches run on `INGRESS_SEARCH_THREADS` threads, so
+  the rounds of concurrent requests are in flight together; more ingress replicas
+  (`--ingress-replicas`) and shard replicas (`--replicas`) add throughput where
+  there are cores for them.
 
 Faults: every call to a shard has a deadline (`SHARD_TIMEOUT_S`). A shard with no live
 replica (killed, its node gone) fails its calls, or lets them time out, and the request
@@ -32,9 +36,11 @@ import ray
 from ray import serve
 from ray.exceptions import RayTaskError
 
+from retrieval.cluster.clients import Pending, ShardClient
 from retrieval.cluster.layout import ShardLayout, open_shard, read_layout
-from retrieval.cluster.router import Pending, ShardClient, ShardedCollection
+from retrieval.cluster.router import ShardedCollection
 from retrieval.cluster.shard_server import ShardServer
+from retrieval.cluster.traffic import Traffic
 from retrieval.errors import RetrievalError, ShardUnavailableError
 from service.settings import Settings
 
@@ -47,6 +53,9 @@ SHARD_TIMEOUT_S = 5.0
 # Concurrent calls a shard replica accepts; Serve's default of 5 would queue the fan-out
 # of a few concurrent searches at the replica.
 SHARD_MAX_ONGOING = 64
+# Searches an ingress replica answers at once (Settings.search_threads): each mostly
+# waits for its shards' answers, so several keep concurrent requests' rounds in flight.
+INGRESS_SEARCH_THREADS = 16
 
 
 def shard_resource(index: int) -> str:
@@ -120,8 +129,11 @@ class Ingress:
         *shards: Any,
     ) -> None:
         self.layout = ShardLayout.from_json(Path(shards_dir), layout_json)
-        self.settings = settings
+        self.settings = settings.model_copy(
+            update={"search_threads": max(settings.search_threads, INGRESS_SEARCH_THREADS)}
+        )
         self.shards = shards
+        self.collection: ShardedCollection | None = None
 
     def __serve_build_asgi_app__(self) -> Any:
         from service.app import create_app
@@ -136,17 +148,25 @@ class Ingress:
         embedder = collection.embedder  # loads the model now, not on the first search
         if warm_up_tokens:
             embedder.warm_up(warm_up_tokens)
+        self.collection = collection
         return collection
+
+    def traffic(self) -> dict[str, int]:
+        """What this replica's router has sent to shards so far (a `Traffic`), for
+        `retrieval bench ray`: called through the deployment's handle, not over HTTP."""
+        counts = self.collection.traffic.now() if self.collection else Traffic()
+        return {"searches": counts.searches, "rounds": counts.rounds, "calls": counts.calls}
 
 
 def build_app(
     shards_dir: str | Path, settings: Settings, *, replicas: int = 1,
-    shard_cpus: float = 0.5, ingress_cpus: float = 1.0,
+    shard_cpus: float = 0.5, ingress_cpus: float = 1.0, ingress_replicas: int = 1,
 ) -> Any:
     """The Serve application (unbound to a cluster until `serve.run`).
 
     Args:
         replicas: replicas per shard.
+        ingress_replicas: replicas of the ingress (each loads the model and embeds).
         shard_cpus, ingress_cpus: Ray CPUs each replica reserves (fractions work). The
             ingress runs the model: Ray gives it max(floor(cpus), 1) OpenMP threads.
     """
@@ -164,7 +184,7 @@ def build_app(
             ).bind(str(layout.path), index)
         )
     ingress = serve.deployment(serve.ingress()(Ingress)).options(  # type: ignore[attr-defined]
-        name="ingress", max_ongoing_requests=SHARD_MAX_ONGOING,
+        name="ingress", num_replicas=ingress_replicas, max_ongoing_requests=SHARD_MAX_ONGOING,
         ray_actor_options={"num_cpus": ingress_cpus},
     )
     return ingress.bind(layout.to_json(), str(layout.path), settings, *shards)
@@ -172,7 +192,8 @@ def build_app(
 
 def run(
     address: str, shards_dir: str | Path, settings: Settings, *, replicas: int = 1,
-    shard_cpus: float = 0.5, ingress_cpus: float = 1.0, blocking: bool = True,
+    shard_cpus: float = 0.5, ingress_cpus: float = 1.0, ingress_replicas: int = 1,
+    blocking: bool = True,
 ) -> None:
     """Connects to the Ray cluster at `address` and deploys the app on HTTP host:port."""
     if not ray.is_initialized():
@@ -183,5 +204,5 @@ def run(
     serve.start(proxy_location="HeadOnly",
                 http_options={"host": settings.host, "port": settings.port})
     app = build_app(shards_dir, settings, replicas=replicas, shard_cpus=shard_cpus,
-                    ingress_cpus=ingress_cpus)
+                    ingress_cpus=ingress_cpus, ingress_replicas=ingress_replicas)
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=blocking)

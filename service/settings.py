@@ -44,6 +44,10 @@ class Settings(BaseSettings):
             503 and Retry-After; a queued search past it is dropped, not run.
         max_highlight_hits: the most hits one request may ask to highlight, counted as
             queries x min(k, HIGHLIGHT_MAX_HITS); more is refused with 422.
+        search_threads: searches answered at once, after their batch is embedded. 1
+            for one process (the model and FAISS compete for the same cores); a sharded
+            collection on Ray mostly waits for shards' answers, so more threads keep
+            concurrent searches' rounds in flight together (service/ray_serve.py).
         warm_up: what the model prepares before the service says it is ready: "queries"
             (every batch shape of queries up to QUERY_WARM_UP_TOKENS word pieces, about
             1 s with OpenVINO), "all" (every shape up to the model's limit, the write
@@ -64,6 +68,7 @@ class Settings(BaseSettings):
     max_queued: int = Field(default=256, ge=1)
     search_timeout_s: float = Field(default=10.0, gt=0)
     max_highlight_hits: int = Field(default=100, ge=1)
+    search_threads: int = Field(default=1, ge=1, le=256)
     warm_up: Literal["none", "queries", "all"] = "queries"
 
     @property

@@ -233,6 +233,22 @@ def test_cli_scores_the_tiny_set_perfectly_and_reuses_its_collection(tiny_beir, 
     assert (collection / "store.sqlite").stat().st_mtime_ns == store_before
 
 
+def test_cli_scores_a_query_longer_than_the_services_limit(tmp_path):
+    # A public test collection's longest query is 2,023 characters: a fair question to the
+    # library, whose model reads its first word pieces and whose BM25 caps its terms.
+    long = "volcanic eruption and ash over the village " + " ".join(
+        f"witness{i} described lava" for i in range(100))
+    assert len(long) > 2023
+    queries = {**QUERIES, "long": long}
+    qrels = {**QRELS, "long": {"volcano": 1}}
+    dataset = write_beir(tmp_path / "long", CORPUS, queries, qrels)
+    metrics = eval_cli(dataset, tmp_path / "out", tmp_path / "cache")
+    for mode, values in metrics.items():
+        assert values["ndcg@10"] == pytest.approx(1.0), mode  # the long one found too
+        run_file = (tmp_path / "out" / f"run.{mode}.trec").read_text().splitlines()
+        assert any(line.startswith("long Q0 volcano 1 ") for line in run_file), mode
+
+
 def test_cli_squad_paragraphs_and_known_items(tmp_path):
     squad = tmp_path / "squad"
     squad.mkdir()

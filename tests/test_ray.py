@@ -100,12 +100,30 @@ def test_shards_run_on_their_nodes(deployed, cluster):
 def test_ray_answers_as_one_collection(deployed, single, mode, filters, cap):
     client, _ = deployed
     expected = Retriever(single).search_batch(QUERIES, 8, mode=mode, filters=filters,
-                                              max_per_article=cap)
+                                              max_per_article=cap, collapse=False)
     got = client.search_batch(QUERIES, 8, mode=mode, filters=filters, max_per_article=cap,
                               collapse=False)
     assert any(expected)
     for mine, theirs in zip(expected, got, strict=True):
         same_hits(mine, theirs)
+
+
+def test_a_search_is_one_round_to_the_shards(deployed):
+    """Counted at the ingress's router: one call to each shard per search, over Ray."""
+    from service.ray_serve import APP_NAME
+
+    client, _ = deployed
+    ingress = serve.get_deployment_handle("ingress", APP_NAME)
+    client.search(QUERIES[0], 3, mode="lexical")  # the router's BM25 statistics, warm
+    before = ingress.traffic.remote().result(timeout_s=30)
+    for mode in ("dense", "lexical", "hybrid"):
+        for query in QUERIES:
+            client.search(query, 5, mode=mode)
+    after = ingress.traffic.remote().result(timeout_s=30)
+    searches = 3 * len(QUERIES)
+    assert after["searches"] - before["searches"] == searches
+    assert after["rounds"] - before["rounds"] == searches
+    assert after["calls"] - before["calls"] == 2 * searches
 
 
 @pytest.mark.parametrize(("mode", "filters", "cap"), PARITY_CASES)

@@ -197,6 +197,12 @@ def add_info_command(commands: Any) -> None:
     )
     add_collection_option(parser)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="measure the embedding backends again and cache the new automatic choice of new "
+        "collections (one made while the machine was busy may be wrong); reads no collection",
+    )
     parser.set_defaults(run=run_info)
 
 
@@ -371,8 +377,11 @@ def run_related(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from retrieval.collection.collection import Collection
-    from retrieval.models.backends import describe_default
+    from retrieval.models.backends import describe_default, remeasure_default
 
+    if args.remeasure:
+        print(f"new collections    {remeasure_default()}")
+        return EXIT_OK
     with Collection.open(collection_path(args), create=False, background=False) as collection:
         info = collection.info()
     if args.json:

@@ -1,100 +1,74 @@
 """A sharded collection read and written as one: the router over N shards.
 
 `ShardedCollection` stands in for a `Collection` wherever search reads one (it is
-`reading.Searchable`) and wherever the service uses one (writes, look-ups, stats). Its
-reader sends each read to every shard and merges, so the Retriever's own code ranks,
-caps per article, pages and fuses over the merged candidates, exactly as over one
-collection:
+`reading.Searchable`) and wherever the service uses one (writes, look-ups, stats).
 
-- dense: each shard's top k by cosine, merged by (score, then lower id) like
-  `live_index.merge_top_k` merges an index's parts. Cosines compare across shards as
-  they are, so the merged top k is the top k of one collection holding every passage.
-- lexical: each shard's BM25 top k, merged by score (see `ShardedLexical` for the
-  statistics that make the scores comparable).
+A search is one round: its reader's `prepare` sends one call to every shard (the query
+phase, query_phase.py) carrying the query vectors and text, how deep to rank, the
+filters and the collection-wide BM25 statistics (statistics.py); each shard answers
+its dense and BM25 top candidates with everything ranking reads of them (article ids,
+dates, group keys, the rows of those near the top, duplicates). The Retriever's own
+code then ranks, caps per article, collapses, pages and fuses over the merged
+candidates, exactly as over one collection, reading from those answers:
+
+- dense: the shards' top k merged by (score, then lower id) like `live_index.merge_top_k`
+  merges an index's parts. Cosines compare across shards as they are, so the merged
+  top k is the top k of one collection holding every passage.
+- lexical: the shards' BM25 top k, scored with collection-wide statistics, merged.
 - hybrid: the Retriever fuses the merged dense and merged lexical candidates, never
   per shard.
-- per-article reads (an article's vectors, rows, duplicates) go to its shard only;
-  reads by passage id go to every shard (a passage id does not name its shard).
+- collapse: groups are joined across shards (groups_across.py).
+
+A read the query phase did not cover costs one more round, counted like every other
+(`traffic`): a pool grown deeper than the first (many copies collapsed, a strict
+min_score), a hit ranked below the rows sent, BM25 statistics refreshed after a write.
+Per-article reads go to the article's shard only; a read by passage id goes to the
+shard whose id range holds it (every shard for ids a split kept).
 
 A shard is reached through a `ShardClient`: `LocalShard` calls a `ShardServer` in
 process (tests, one machine); service/ray_serve.py's client calls a Ray Serve
 deployment. Calls are submitted to every shard first and collected after, so remote
 shards work in parallel. A shard that cannot answer raises `ShardUnavailableError`.
 
-Consistency: each call reads one shard at its latest committed generation; the several
-calls of one search are not one snapshot across shards. A write that lands between them
-can at worst drop a hit whose passage it removed (the Retriever never returns a hit
-whose row is gone).
+Consistency: each shard answers a search's query phase from one read of its committed
+state, so within a shard the dense half, the BM25 half and the rows agree. Across
+shards, each is read at its latest generation when the call reaches it: a write that
+lands during a search may be seen by one shard's answer and not by another's, never
+half-seen within one. BM25 statistics summed at another generation than a shard's read
+are refused by the shard and the round repeats; only the third try, under a stream of
+writes, takes them as they are (STATISTICS_TRIES), so writes cannot starve a search.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-
-from retrieval.cluster.layout import ShardLayout, open_shard, read_layout
+from retrieval.cluster.clients import LocalShard, ShardClient
+from retrieval.cluster.layout import ID_RANGE, ShardLayout, open_shard, read_layout
+from retrieval.cluster.query_phase import ShardAnswer, ShardQuery
 from retrieval.cluster.shard_server import ShardServer
+from retrieval.cluster.sharded_reader import ShardedLexical, ShardedReader
+from retrieval.cluster.statistics import StatisticsCache
+from retrieval.cluster.traffic import TrafficCounter
 from retrieval.collection import ingest
-from retrieval.collection.bm25 import LexicalStatistics
-from retrieval.collection.ingest import IngestReport, batched, indexable, refuse_duplicate_ids
+from retrieval.collection.ingest import IngestReport
 from retrieval.collection.lexical import LexicalIndex
-from retrieval.collection.live_index import merge_top_k
 from retrieval.collection.manifest import check_embedder
 from retrieval.collection.store import DEFAULT_WRITE_TIMEOUT_S, NewPassage
 from retrieval.errors import NotFoundError
 from retrieval.ingestion.chunking import ChunkerSettings
 from retrieval.models.backends import default_embedder
 from retrieval.models.embedding import Embedder
-from retrieval.records import Article, Filters, Passage
+from retrieval.records import Article, Passage
 
-
-class Pending(Protocol):
-    """A shard's answer on its way."""
-
-    def result(self) -> Any:
-        """The answer; raises the shard's error, or ShardUnavailableError."""
-        ...
-
-
-class ShardClient(Protocol):
-    """How the router reaches one shard: `call` a `ShardServer` method by name."""
-
-    def call(self, method: str, *args: Any) -> Pending: ...
-
-    def close(self) -> None: ...
-
-
-class Done:
-    """An answer computed already (a local shard answers at once)."""
-
-    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
-        self.value, self.error = value, error
-
-    def result(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-class LocalShard:
-    """A shard in this process: its ShardServer called directly."""
-
-    def __init__(self, server: ShardServer) -> None:
-        self.server = server
-
-    def call(self, method: str, *args: Any) -> Pending:
-        try:
-            return Done(getattr(self.server, method)(*args))
-        except Exception as error:  # raised when collected, like a remote shard's
-            return Done(error=error)
-
-    def close(self) -> None:
-        self.server.close()
+# Query phases one search may make when shards' BM25 statistics moved under it (a write
+# landed between the router's look and the shard's read): the last uses them as they are.
+STATISTICS_TRIES = 3
 
 
 class ShardedCollection:
@@ -120,6 +94,9 @@ class ShardedCollection:
         self._embedder = embedder
         self.index = ShardedSize(self)
         self._lexical = ShardedLexical(self)
+        self.traffic = TrafficCounter()
+        self.statistics = StatisticsCache(layout.n)
+        self._current = threading.local()  # the reader of the search on this thread
 
     @property
     def embedder(self) -> Embedder:
@@ -142,25 +119,88 @@ class ShardedCollection:
 
     def fan_out(self, method: str, *args: Any) -> list[Any]:
         """Every shard's answer to the same call, in shard order (asked in parallel)."""
-        pending = [shard.call(method, *args) for shard in self.shards]
-        return [answer.result() for answer in pending]
+        return self.round([(index, method, args) for index in range(len(self.shards))])
+
+    def read_all(self, method: str, *args: Any) -> list[Any]:
+        """Every shard's answer to one read of the read protocol (`ShardServer.read`)."""
+        return self.fan_out("read", method, *args)
+
+    def read_by_article(self, method: str, article_ids: Sequence[str], *args: Any) -> list[Any]:
+        """A read each shard holding some of the articles answers for its own ones."""
+        mine: dict[int, list[str]] = {}
+        for article_id in article_ids:
+            mine.setdefault(self.layout.shard_of(article_id), []).append(article_id)
+        return self.round([(i, "read", (method, ids, *args)) for i, ids in sorted(mine.items())])
+
+    def read_shard_of(self, article_id: str, method: str, *args: Any) -> Any:
+        """A read answered by the shard holding the article (one round of one call)."""
+        index = self.layout.shard_of(article_id)
+        return self.round([(index, "read", (method, article_id, *args))])[0]
 
     def by_article(self, method: str, article_ids: Sequence[str], *args: Any) -> list[Any]:
         """Each shard holding some of the articles answers for its own ones."""
         mine: dict[int, list[str]] = {}
         for article_id in article_ids:
             mine.setdefault(self.layout.shard_of(article_id), []).append(article_id)
-        pending = [self.shards[i].call(method, ids, *args) for i, ids in sorted(mine.items())]
-        return [answer.result() for answer in pending]
+        return self.round([(i, method, (ids, *args)) for i, ids in sorted(mine.items())])
 
-    def shard_for(self, article_id: str) -> ShardClient:
-        return self.shards[self.layout.shard_of(article_id)]
+    def call_shard_of(self, article_id: str, method: str, *args: Any) -> Any:
+        """The answer of the shard holding the article (one round of one call)."""
+        return self.round([(self.layout.shard_of(article_id), method, (article_id, *args))])[0]
+
+    def round(self, calls: Sequence[tuple[int, str, tuple[Any, ...]]]) -> list[Any]:
+        """One round: every (shard index, method, args) call sent, then every answer
+        collected, in order; counted in `traffic`."""
+        if not calls:
+            return []
+        self.traffic.count(rounds=1, calls=len(calls))
+        pending = [self.shards[index].call(method, *args) for index, method, args in calls]
+        return [answer.result() for answer in pending]
 
     # -- what search reads ----------------------------------------------------------------
 
     @contextmanager
     def reading(self) -> Iterator[ShardedReader]:
-        yield ShardedReader(self)
+        """A reader for one search. It is this thread's current reader meanwhile, so
+        that BM25 (`ShardedLexical`, which the Retriever holds apart from the reader)
+        answers from the same query phase."""
+        self.traffic.count(searches=1)
+        reader, outer = ShardedReader(self), self.current_reader()
+        self._current.reader = reader
+        try:
+            yield reader
+        finally:
+            self._current.reader = outer
+
+    def current_reader(self) -> ShardedReader | None:
+        reader: ShardedReader | None = getattr(self._current, "reader", None)
+        return reader
+
+    def query_phase(self, query: ShardQuery) -> list[ShardAnswer]:
+        """Every shard's answer to `query`, in shard order: one round, unless a shard's
+        generation moved since the router last saw it (then BM25's statistics are
+        refreshed from its answer and the round repeats; the last try uses them as they
+        are, so a stream of writes cannot keep a search waiting)."""
+        if not query.lexical:
+            return self.round([(i, "query", (query,)) for i in range(len(self.shards))])
+        for attempt in range(STATISTICS_TRIES):
+            known = self.statistics.for_queries(query.queries)
+            exact = attempt < STATISTICS_TRIES - 1
+            asked = [
+                replace(query, statistics=known.per_query,
+                        statistics_generation=known.generations[i] if exact else None)
+                for i in range(len(self.shards))
+            ]
+            answers: list[ShardAnswer] = self.round(
+                [(i, "query", (shard_query,)) for i, shard_query in enumerate(asked)]
+            )
+            stale = [answer for answer in answers if answer.stale]
+            for answer in stale:
+                assert answer.statistics is not None
+                self.statistics.update(answer.shard, answer.generation, answer.statistics)
+            if not stale:
+                return answers
+        raise AssertionError("the last try takes the statistics as they are")
 
     @property
     def lexical(self) -> LexicalIndex:
@@ -177,20 +217,27 @@ class ShardedCollection:
         yield -1
 
     def article(self, article_id: str) -> Article:
-        article: Article = self.shard_for(article_id).call("article", article_id).result()
+        article: Article = self.call_shard_of(article_id, "article")
         return article
 
     def passages_of(self, article_id: str) -> list[Passage]:
         return self.article_with_passages(article_id)[1]
 
     def article_with_passages(self, article_id: str) -> tuple[Article, list[Passage]]:
-        found: tuple[Article, list[Passage]] = (
-            self.shard_for(article_id).call("article_with_passages", article_id).result()
+        found: tuple[Article, list[Passage]] = self.call_shard_of(
+            article_id, "article_with_passages"
         )
         return found
 
+    def shards_holding(self, passage_id: int) -> list[int]:
+        """The shards that may hold a passage: the one whose id range holds it, or every
+        shard for an id a split kept from the collection it came from (layout.py)."""
+        named = passage_id // ID_RANGE - 1
+        return [named] if 0 <= named < len(self.shards) else list(range(len(self.shards)))
+
     def passage(self, passage_id: int) -> Passage:
-        for found in self.fan_out("passage", passage_id):
+        calls = [(i, "passage", (passage_id,)) for i in self.shards_holding(passage_id)]
+        for found in self.round(calls):
             if found is not None:
                 return found  # type: ignore[no-any-return]
         raise NotFoundError(f"no passage with id {passage_id}")
@@ -226,37 +273,32 @@ class ShardedCollection:
         thus whole in each shard, and an interrupted ingest leaves every shard at a
         committed generation; indexing again skips what is stored unchanged.
         """
-        articles = [indexable(article) for article in refuse_duplicate_ids(articles)]
-        report, started = IngestReport(), time.perf_counter()
-        for batch in batched(articles, batch_size):
-            add_reports(report, self._add_batch(batch, lock_timeout))
-            if progress:
-                progress(len(batch))
-        report.seconds = time.perf_counter() - started
-        return report
+        return ingest.ingest_batches(
+            ingest.prepared(articles), lambda batch: self._add_batch(batch, lock_timeout),
+            batch_size=batch_size, progress=progress,
+        )
 
-    def _add_batch(self, batch: Sequence[Article], lock_timeout: float) -> list[IngestReport]:
+    def _add_batch(self, batch: Sequence[Article], lock_timeout: float) -> IngestReport:
         known: dict[str, str] = {}
         for hashes in self.by_article("content_hashes", [a.id for a in batch]):
             known.update(hashes)
         changed = [a for a in batch if known.get(a.id) != a.content_hash()]
-        unchanged = IngestReport(unchanged=len(batch) - len(changed))
+        report = IngestReport(unchanged=len(batch) - len(changed))
         if not changed:
-            return [unchanged]
-        rows = embed_articles(changed, self.embedder, self.chunker)
+            return report
+        rows = ingest.embed_articles(changed, self.embedder, self.chunker)
         mine: dict[int, list[tuple[Article, list[NewPassage]]]] = {}
         for item in zip(changed, rows, strict=True):
             mine.setdefault(self.layout.shard_of(item[0].id), []).append(item)
-        pending = [self.shards[i].call("write_embedded", items, lock_timeout)
-                   for i, items in sorted(mine.items())]
-        return [unchanged, *(answer.result() for answer in pending)]
+        for written in self.round([(i, "write_embedded", (items, lock_timeout))
+                                   for i, items in sorted(mine.items())]):
+            report.add(written)
+        return report
 
     def delete_article(
         self, article_id: str, *, lock_timeout: float = DEFAULT_WRITE_TIMEOUT_S
     ) -> int:
-        removed: int = self.shard_for(article_id).call(
-            "delete_article", article_id, lock_timeout
-        ).result()
+        removed: int = self.call_shard_of(article_id, "delete_article", lock_timeout)
         return removed
 
 
@@ -267,96 +309,7 @@ class ShardedSize:
         self.collection = collection
 
     def __len__(self) -> int:
-        return sum(self.collection.fan_out("size"))
-
-
-class ShardedReader:
-    """`reading.SearchReader` over every shard: each read asked of all, answers merged."""
-
-    def __init__(self, collection: ShardedCollection) -> None:
-        self.collection = collection
-        self.fan_out = collection.fan_out
-
-    def dense(
-        self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        parts = self.fan_out("dense", vectors, k, allowed)
-        return merge_top_k(parts, len(vectors), k)
-
-    def size(self) -> int:
-        return sum(self.fan_out("size"))
-
-    def passage_ids_matching(self, filters: Filters) -> np.ndarray:
-        return np.sort(np.concatenate(self.fan_out("passage_ids_matching", filters)))
-
-    def hit_rows(self, passage_ids: Sequence[int]) -> dict[int, Any]:
-        return merged(self.fan_out("hit_rows", list(passage_ids)))
-
-    def article_of(self, passage_ids: Sequence[int]) -> dict[int, str]:
-        return merged(self.fan_out("article_of", list(passage_ids)))
-
-    def dates_of(self, passage_ids: Sequence[int]) -> dict[int, str | None]:
-        return merged(self.fan_out("dates_of", list(passage_ids)))
-
-    def group_keys(self, passage_ids: Sequence[int]) -> dict[int, str]:
-        return merged(self.fan_out("group_keys", list(passage_ids)))
-
-    def article_vectors(self, article_id: str) -> np.ndarray:
-        vectors: np.ndarray = (
-            self.collection.shard_for(article_id).call("article_vectors", article_id).result()
-        )
-        return vectors
-
-    def article_rows(self, article_ids: Sequence[str]) -> dict[str, Any]:
-        return merged(self.collection.by_article("article_rows", article_ids))
-
-    def article_group_keys(self, article_ids: Sequence[str]) -> dict[str, str]:
-        return merged(self.collection.by_article("article_group_keys", article_ids))
-
-    def duplicates_of(
-        self, article_ids: Sequence[str], filters: Filters | None = None
-    ) -> dict[str, list[str]]:
-        return merged(self.collection.by_article("duplicates_of", article_ids, filters))
-
-    def has_article(self, article_id: str) -> bool:
-        found: bool = self.collection.shard_for(article_id).call("has_article", article_id).result()
-        return found
-
-
-class ShardedLexical:
-    """BM25 over every shard, scored as one collection would (dfs_query_then_fetch).
-
-    FTS5's bm25() takes N, the mean length and each term's document frequency from its
-    own table; over shards those would be each shard's, and scores would not compare.
-    So the router asks every shard for its counts of the query's terms (one round
-    trip), sums them, and has every shard score with the sum (a second): each score is
-    then the one collection's, and the merged top k is its top k.
-
-    A query with a word that FTS5 splits into several tokens ("foo_bar", "e-mail" is
-    not one) is scored by FTS5 itself, with each shard's own statistics: such scores
-    are close to, not equal to, one collection's.
-    """
-
-    def __init__(self, collection: ShardedCollection) -> None:
-        self.collection = collection
-
-    def search(
-        self, query: str, k: int, *, filters: Filters, allowed: np.ndarray | None
-    ) -> list[tuple[int, float]]:
-        statistics = self.statistics(query)
-        parts = self.collection.fan_out("lexical", query, k, filters, allowed, statistics)
-        rows = [row for part in parts for row in part]
-        return sorted(rows, key=lambda row: (-row[1], row[0]))[:k]
-
-    def statistics(self, query: str) -> LexicalStatistics | None:
-        """The shards' counts for the query's terms, summed; None if a shard cannot."""
-        each = self.collection.fan_out("lexical_statistics", query)
-        if any(part is None for part in each):
-            return None
-        total: LexicalStatistics = each[0]
-        for part in each[1:]:
-            total = total + part
-        return total
+        return sum(self.collection.read_all("size"))
 
 
 def open_local(path: str | Path, *, background: bool = True) -> ShardedCollection:
@@ -372,29 +325,3 @@ def open_local(path: str | Path, *, background: bool = True) -> ShardedCollectio
             shard.close()
         raise
     return ShardedCollection(layout, shards)
-
-
-def embed_articles(
-    articles: Sequence[Article], embedder: Embedder, chunker: ChunkerSettings
-) -> list[list[NewPassage]]:
-    """Each article's passages with their vectors, from one model call for them all."""
-    pieces = [ingest.passages_for(article, embedder, chunker) for article in articles]
-    vectors = embedder.embed_documents([text for part in pieces for _, text in part])
-    rows, offset = [], 0
-    for part in pieces:
-        rows.append([ingest.with_vector(p, vectors[offset + i]) for i, (p, _) in enumerate(part)])
-        offset += len(part)
-    return rows
-
-
-def add_reports(total: IngestReport, parts: Iterable[IngestReport]) -> None:
-    for part in parts:
-        for name in ("added", "updated", "unchanged", "passages_added", "passages_removed"):
-            setattr(total, name, getattr(total, name) + getattr(part, name))
-
-
-def merged(parts: Iterable[dict[Any, Any]]) -> dict[Any, Any]:
-    out: dict[Any, Any] = {}
-    for part in parts:
-        out.update(part)
-    return out

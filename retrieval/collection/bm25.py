@@ -255,6 +255,21 @@ class MemoryBm25:
             }
             return LexicalStatistics(self._live_rows, self._live_tokens, frequency)
 
+    def corpus_statistics(self) -> LexicalStatistics:
+        """`statistics` for every term this store holds: what a router over shards keeps,
+        so that it can sum any query's statistics without asking the shards per query."""
+        with self.store.snapshot() as generation, self._lock:
+            self._catch_up(generation)
+            alive = self._alive.view()
+            frequency = {
+                term: int(np.count_nonzero(alive[postings.view()[0]]))
+                for term, postings in self._terms.items()
+            }
+            return LexicalStatistics(
+                self._live_rows, self._live_tokens,
+                {term: count for term, count in frequency.items() if count},
+            )
+
     def refresh(self) -> int:
         """Catches up to the store's last committed generation (building the postings on
         the first call); returns it."""

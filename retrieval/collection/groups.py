@@ -181,6 +181,22 @@ def summary(db: sqlite3.Connection) -> dict[str, int]:
     return {"duplicate_groups": int(row[0]), "articles_in_duplicate_groups": int(row[1])}
 
 
+def fingerprints(
+    db: sqlite3.Connection, article_ids: Sequence[str]
+) -> dict[str, duplicates.Fingerprint]:
+    """The stored fingerprints (signature, size, exact digest) of the given articles that
+    have one: a router over shards compares them to find groups across shards."""
+    rows = db.execute(
+        "SELECT article_id, signature, shingles, exact FROM duplicates "
+        "WHERE article_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(article_ids)),),
+    )
+    return {
+        row[0]: duplicates.Fingerprint(duplicates.from_blob(row[1]), row[2], row[3])
+        for row in rows
+    }
+
+
 def others_in_group(
     db: sqlite3.Connection, article_ids: Sequence[str], where: str, params: list[Any]
 ) -> dict[str, list[str]]:

@@ -443,6 +443,10 @@ class Store:
             return {row: f"a{row}" for row in self.article_rows(article_ids)}
         return groups.article_group_keys(self._db, article_ids)
 
+    def fingerprints(self, article_ids: Sequence[str]) -> dict[str, duplicates.Fingerprint]:
+        """The articles' duplicate fingerprints (groups.fingerprints); {} without groups."""
+        return groups.fingerprints(self._db, article_ids) if self.has_groups else {}
+
     def duplicates_of(
         self, article_ids: Sequence[str], filters: Filters | None = None
     ) -> dict[str, list[str]]:

@@ -32,6 +32,13 @@ HYBRID_CANDIDATES = 400
 MAX_DEPTH = 10_000
 
 
+def ranking_depth(mode: str, k: int) -> int:
+    """Candidates each half of a search ranks for a pool of k: a hybrid search with the
+    default fusion reads HYBRID_CANDIDATES of each half (its fused pool) and, past it,
+    the dense top k (`Retriever._hybrid`)."""
+    return max(k, HYBRID_CANDIDATES) if mode == "hybrid" else k
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     passage_id: int

@@ -42,15 +42,7 @@ def gather(
         wanted: k + offset.
     """
     cap = options.max_per_article
-    fetch, ceiling = wanted, None
-    if options.reranks:
-        ceiling = max(RERANK_MAX_POOL, wanted)
-        fetch = min(max(wanted * 4, RERANK_POOL), ceiling)
-    elif cap or options.collapse:
-        fetch = wanted * 4
-        if options.collapse:
-            ceiling = max(COLLAPSE_MAX_POOL, wanted)
-            fetch = min(fetch, ceiling)
+    fetch, ceiling = first_pool(options, wanted)
     while True:
         raw = ranked(fetch)
         kept = with_freshness(reader, raw, options)
@@ -64,6 +56,22 @@ def gather(
             break
         fetch = fetch * 4 if ceiling is None else min(fetch * 4, ceiling)
     return newest_first(kept, reader) if options.sort == "date" else kept
+
+
+def first_pool(options: SearchOptions, wanted: int) -> tuple[int, int | None]:
+    """(candidates a search ranks first, the most it may grow to; None: no limit).
+
+    A sharded collection's query phase reads this deep up front (cluster/router.py).
+    """
+    if options.reranks:
+        ceiling = max(RERANK_MAX_POOL, wanted)
+        return min(max(wanted * 4, RERANK_POOL), ceiling), ceiling
+    if options.collapse:
+        ceiling = max(COLLAPSE_MAX_POOL, wanted)
+        return min(wanted * 4, ceiling), ceiling
+    if options.max_per_article:
+        return wanted * 4, None
+    return wanted, None
 
 
 def with_freshness(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -44,6 +44,18 @@ from retrieval.search.options import (
 )
 from retrieval.search.pool import gather
 from retrieval.search.related import related_articles
+
+
+@runtime_checkable
+class PreparesSearch(Protocol):
+    """A reader that gathers a whole search up front: a sharded collection's asks each
+    shard once for everything the search will read (retrieval/cluster/query_phase.py),
+    instead of once per read. One collection's reader reads as it goes and has no such
+    step."""
+
+    def prepare(
+        self, queries: Sequence[str], vectors: np.ndarray | None, options: SearchOptions
+    ) -> None: ...
 
 
 class Searcher(Protocol):
@@ -104,7 +116,9 @@ class Retriever:
         """The k passages closest to the query, best first (or newest first).
 
         Args:
-            query: free text.
+            query: free text, of any length: the model reads its first word pieces (256
+                for the default model, about 1,000 characters of news text) and lexical
+                search its first 256 distinct words; the rest is not read.
             k, mode, filters, max_per_article, offset, highlight, min_score,
                 recency_half_life_days, now, sort, collapse: see `SearchOptions`.
 
@@ -178,6 +192,8 @@ class Retriever:
             raise InputError(f"{mode} search needs one query vector per query")
         filters = options.filters or Filters()
         with self.collection.reading() as reader:
+            if isinstance(reader, PreparesSearch):
+                reader.prepare(queries, vectors, options)
             if reader.size() == 0:
                 raise EmptyIndexError("the collection holds no passages: index some articles first")
             allowed = None if filters.is_empty() else reader.passage_ids_matching(filters)
