@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 from conftest import DATASETS
+from sharded_fixtures import bbc_sample
 
 from retrieval.cli.main import main
+from retrieval.errors import InputError
 from retrieval.evaluation.datasets import load_beir, paragraph_spans, read_duplicates
 from retrieval.evaluation.scoring import (
     BEIR_METRICS,
@@ -21,6 +23,7 @@ from retrieval.evaluation.scoring import (
 )
 from retrieval.records import Article, Hit
 from retrieval.search.fusion import Candidate, Fusion, fuse
+from retrieval.search.retriever import Retriever
 
 # -- a tiny BEIR folder whose right answers are obvious ----------------------------------
 
@@ -160,6 +163,30 @@ def test_normalised_fusion_by_hand():
     assert zscore == pytest.approx({1: (z - 1) / 2, 2: -0.5, 3: (1 - z) / 2, 4: (-z - 1) / 2})
     assert [c.passage_id for c in fuse(dense, lexical, Fusion("rrf"))][0] == 3
     assert str(Fusion.parse("minmax:0.3")) == "minmax:0.3" and Fusion.parse("rrf").method == "rrf"
+    assert Fusion.parse("zscore:0.6@400") == Fusion("zscore", 0.6, depth=400)
+    assert str(Fusion.parse("rrf@50")) == "rrf@50" and Fusion.parse("rrf@50").depth == 50
+
+
+@pytest.mark.parametrize("spec", ["zscore:0.6@0", "rrf@many", "zscore:0.6@"])
+def test_a_bad_fusion_depth_says_what_to_fix(spec):
+    with pytest.raises(InputError, match="depth|bad fusion"):
+        Fusion.parse(spec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("collapse", [False, True])
+def test_an_evaluation_scores_what_a_user_asking_for_its_cut_off_gets(collection, collapse):
+    # `retrieval eval` reads 100 documents deep to score nDCG@10 as well as Recall@100:
+    # its first 10 must be the 10 a user asking for 10 gets. A fused pool of 8 passages
+    # per half makes both reads go far past it.
+    collection.add_articles(bbc_sample())
+    searcher = Retriever(collection, fusion=Fusion("zscore", 0.6, depth=8))
+    queries = {"1": "mobile phone sales", "2": "oil prices rise", "3": "film awards ceremony"}
+    deep = run(searcher, queries, mode="hybrid", k=100, collapse=collapse)
+    top = run(searcher, queries, mode="hybrid", k=10, collapse=collapse)
+    for query_id in queries:
+        assert len(deep[query_id]) > 10
+        assert list(deep[query_id].items())[:10] == list(top[query_id].items())
 
 
 def test_paragraph_spans_and_duplicate_groups(tmp_path):
