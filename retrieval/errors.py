@@ -11,7 +11,8 @@ Every error derives from RetrievalError, so callers can catch one type:
     │   ├── CollectionLockedError          another process is writing to it
     │   └── ShardUnavailableError          a shard of a sharded collection cannot answer now
     ├── NotFoundError (KeyError)           no article or passage with that id
-    └── EmptyIndexError                    a search on a collection with no passages
+    ├── EmptyIndexError                    a search on a collection with no passages
+    └── MissingDependencyError (ImportError) an optional library is missing; names the extra
 """
 
 from __future__ import annotations
@@ -97,3 +98,23 @@ class NotFoundError(RetrievalError, KeyError):
 
 class EmptyIndexError(RetrievalError):
     """A search was asked of a collection that holds no passages."""
+
+
+class MissingDependencyError(RetrievalError, ImportError):
+    """An optional library that a feature needs cannot be imported.
+
+    The message names the feature, the libraries, why the import failed and the extra
+    of this package that installs them, e.g. "reading HTML pages needs trafilatura,
+    which cannot be imported (No module named 'trafilatura'): pip install
+    'retrieval[engine]'".
+    """
+
+    def __init__(self, feature: str, libraries: str, extra: str, cause: ImportError) -> None:
+        self.feature = feature
+        self.extra = extra
+        # The first line only: lxml's message goes on with advice of its own.
+        reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        super().__init__(
+            f"{feature} needs {libraries}, which cannot be imported ({reason}): "
+            f"pip install 'retrieval[{extra}]'"
+        )

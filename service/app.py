@@ -34,6 +34,7 @@ from service.deps import RETRY_AFTER_S, AnyCollection, Service
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes import STATIC, router
+from service.schemas import QUERY_TOO_LONG
 from service.settings import QUERY_WARM_UP_TOKENS, Settings
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,8 @@ def field_error(error: Any) -> dict[str, Any]:
         return {"loc": ["body"], "msg": f"the body is not valid JSON: {reason}{where_}",
                 "type": "json_invalid"}
     msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "string_too_long" and {"query", "queries"} & set(loc):
+        msg = QUERY_TOO_LONG  # what to do, not just the limit
     return {"loc": loc, "msg": msg, "type": str(error.get("type", "value_error"))}
 
 

@@ -36,9 +36,11 @@ import ray
 from ray import serve
 from ray.exceptions import RayTaskError
 
+from retrieval.cluster.clients import Pending, ShardClient
 from retrieval.cluster.layout import ShardLayout, open_shard, read_layout
-from retrieval.cluster.router import Pending, ShardClient, ShardedCollection, Traffic
+from retrieval.cluster.router import ShardedCollection
 from retrieval.cluster.shard_server import ShardServer
+from retrieval.cluster.traffic import Traffic
 from retrieval.errors import RetrievalError, ShardUnavailableError
 from service.settings import Settings
 
@@ -150,7 +152,7 @@ class Ingress:
         return collection
 
     def traffic(self) -> dict[str, int]:
-        """What this replica's router has sent to shards so far (`router.Traffic`), for
+        """What this replica's router has sent to shards so far (a `Traffic`), for
         `retrieval bench ray`: called through the deployment's handle, not over HTTP."""
         counts = self.collection.traffic.now() if self.collection else Traffic()
         return {"searches": counts.searches, "rounds": counts.rounds, "calls": counts.calls}

@@ -21,13 +21,22 @@ from pydantic import (
 )
 
 from retrieval.records import is_iso_date
-from retrieval.search.options import DEFAULTS, MAX_QUERY_CHARS, Mode, Sort, option_help
+from retrieval.search.options import DEFAULTS, Mode, Sort, option_help
 from service.settings import K_CEILING
 
 MAX_BATCH_QUERIES = 64
 MAX_OFFSET = 1000
 MAX_ARTICLES = 1000
 MAX_ID_CHARS = 1000
+# The service's bound on a query, which bounds a request's tokenising and BM25 work. The
+# model reads 256 word pieces (~1,000 characters of news text) of a query anyway; the
+# library and the CLI take any length (retrieval/search/options.py check_queries).
+MAX_QUERY_CHARS = 2000
+QUERY_TOO_LONG = (
+    f"a query here is at most {MAX_QUERY_CHARS} characters: shorten it (the model reads "
+    "only its first 256 word pieces, about 1,000 characters), or search with the library "
+    "or `retrieval search`, which take a query of any length"
+)
 MAX_TEXT_CHARS = 1_000_000
 # Metadata is stored and echoed whole with its article: bounded so that one article
 # cannot carry megabytes of it into every GET /articles/{id}.

@@ -17,7 +17,7 @@ import pytest
 from conftest import DATASETS
 
 from retrieval.collection.bm25 import TOKENIZER, LexicalStatistics, MemoryBm25
-from retrieval.collection.lexical import Fts5Index
+from retrieval.collection.lexical import MAX_QUERY_WORDS, Fts5Index, query_words
 from retrieval.collection.store import SCHEMA, NewPassage, Store
 from retrieval.records import Article, Filters
 
@@ -113,6 +113,19 @@ def test_scores_are_fts5s_own(store):
                 memory.search(query, k, filters=NONE, allowed=None),
                 fts5.search(query, k, filters=NONE, allowed=None),
             )
+
+
+def test_a_long_query_is_searched_by_its_first_distinct_words(store):
+    # A pasted page as the query: both engines read its first MAX_QUERY_WORDS distinct
+    # words, the rest (a word that alone would match) changes nothing.
+    head = " ".join(f"w{i}" for i in range(MAX_QUERY_WORDS - 1)) + " minister"
+    words = query_words(head + " election " * 3 + "rugby " * 500)
+    assert len(words) == MAX_QUERY_WORDS and words[-1] == "minister"
+    memory, fts5 = MemoryBm25(store), Fts5Index(store)
+    long = head + " rugby" * 500
+    found = memory.search(long, 20, filters=NONE, allowed=None)
+    assert found and found == memory.search(head, 20, filters=NONE, allowed=None)
+    assert_same(found, fts5.search(long, 20, filters=NONE, allowed=None))
 
 
 def test_filters_keep_the_whole_corpus_statistics(store):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import numpy as np
 import pytest
 
 from retrieval.collection.checkpoint import saved_checkpoints as saved_indexes
 from retrieval.collection.collection import Collection
+from retrieval.collection.index_policy import IndexPolicy
 from retrieval.errors import CollectionFormatError, ModelMismatchError, NotFoundError
 from retrieval.records import Article
 from retrieval.search.retriever import Retriever
@@ -210,3 +212,130 @@ def test_a_thread_that_ends_leaves_no_connection_open(tmp_path):
         assert generation == store.generation()
     store.close()
     assert store.open_connections() == 0
+
+
+# -- a checkpoint belongs to one history of the store ------------------------------------
+
+
+def remove_store(path) -> None:
+    for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm"):
+        (path / name).unlink(missing_ok=True)
+
+
+def finds_itself(collection: Collection, article_id: str) -> bool:
+    """Whether each stored vector of the article is its own passage's nearest one."""
+    vectors = collection.store.article_vectors(article_id, collection.dim)
+    own = [p.id for p in collection.passages_of(article_id)]
+    with collection.reading() as reader:
+        _, ids = reader.dense(vectors, 1)
+    return ids[:, 0].tolist() == own
+
+
+def test_a_checkpoint_of_another_history_is_never_loaded(tmp_path, embedder):
+    """A store replaced by another one (here: made anew) that catches up past a leftover
+    checkpoint's generation loaded that checkpoint: other passages' vectors under its ids."""
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as first:
+        first.add_articles([article("a1"), article("a2", text="Rain all week.")])
+        first.checkpoint(force=True)
+        leftover = first.generation
+    remove_store(path)  # the checkpoint file stays
+    with Collection.open(path, embedder) as other:
+        other.add_articles([article("b1", text="Snow in the hills."), article("b2")])
+        assert other.generation >= leftover
+    with Collection.open(path, embedder) as reopened:
+        assert reopened.index.base_generation == 0  # replayed from the store instead
+        info = reopened.info()
+        assert info.in_agreement and info.articles == 2
+        assert finds_itself(reopened, "b1") and finds_itself(reopened, "b2")
+
+
+def test_a_store_gets_one_history_and_keeps_it(tmp_path, embedder):
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as first:
+        history = first.store.history()
+        first.add_articles([article("a1")])
+    with Collection.open(path, embedder) as again:
+        assert again.store.history() == history and len(history) == 32
+    remove_store(path)
+    with Collection.open(path, embedder) as anew:
+        assert anew.store.history() != history
+
+
+def test_a_store_made_before_histories_gets_one_and_ignores_unnamed_checkpoints(
+    tmp_path, embedder
+):
+    """A collection from before histories opens as it is: its writer's open mints an
+    identity; its checkpoint, which names none, is not trusted but rebuilt from the store."""
+    path = tmp_path / "c"
+    with Collection.open(path, embedder) as first:
+        first.add_articles([article("a1"), article("a2", text="Rain all week.")])
+        first.checkpoint(force=True)
+        generation = first.generation
+    [(_, file)] = saved_indexes(path)
+    file.rename(path / f"index-{generation:012d}.faiss")  # the old name, without a history
+    with sqlite3.connect(path / "store.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key = 'history'")
+    with Collection.open(path, embedder) as reopened:
+        assert len(reopened.store.history()) == 32
+        assert reopened.index.base_generation == 0
+        assert reopened.info().in_agreement and finds_itself(reopened, "a2")
+        reopened.checkpoint(force=True)
+        assert [f.name for _, f in saved_indexes(path)] == [
+            f"index-{generation:012d}-{reopened.store.history()}.faiss"
+        ]
+
+
+# -- a write costs what it changes ---------------------------------------------------------
+
+
+def test_a_one_shot_writer_that_will_not_checkpoint_never_loads_the_index(tmp_path, embedder):
+    """With no checkpoint saved, `retrieval index` of one article loaded the index (every
+    stored vector replayed) only to find that no checkpoint was due."""
+    path = tmp_path / "c"
+    with Collection.open(path, embedder, background=False) as first:
+        first.add_articles([article("a1"), article("a2", text="Rain all week.")])
+        assert first.checkpoint_if_due() is None
+        assert not first.index_loaded
+    assert saved_indexes(path) == []
+    with Collection.open(path, embedder, background=False) as writer:
+        writer.add_articles([article("a3", text="Snow in the hills.")])
+        assert writer.checkpoint_if_due() is None
+        assert not writer.index_loaded
+
+
+def test_a_one_shot_writer_checkpoints_a_collection_whose_replay_would_be_long(
+    tmp_path, embedder
+):
+    path = tmp_path / "c"
+    long_at_two = IndexPolicy(delta_max=2)  # passages an open may replay before it is long
+    with Collection.open(path, embedder, policy=long_at_two, background=False) as first:
+        first.add_articles([article("a1")])
+        assert first.checkpoint_if_due() is None and not first.index_loaded
+    with Collection.open(path, embedder, background=False) as writer:
+        writer.add_articles([article("a2", text="Rain all week.")])
+        assert writer.checkpoint_if_due() == "rebuilt as Flat"
+    assert [g for g, _ in saved_indexes(path)] == [2]
+
+
+def test_replays_read_in_the_order_of_an_index_without_a_temporary_sort(tmp_path, embedder):
+    """Replaying the log read every vector `ORDER BY id` through the generation index,
+    so SQLite sorted them all in a temporary B-tree (a temporary file, MBs per open)."""
+    path = tmp_path / "c"
+    with Collection.open(path, embedder, background=False) as first:
+        first.add_articles([article("a1"), article("a2", text="Rain all week.")])
+        first.checkpoint(force=True)
+        first.add_articles([article("a3", text="Snow in the hills.")])
+    with Collection.open(path, embedder, background=False) as collection:
+        statements: list[str] = []
+        db = collection.store._db  # this thread's connection: the one the replay uses
+        db.set_trace_callback(statements.append)
+        collection.refresh()  # the checkpoint, then the log since it
+        collection.add_articles([article("a4", text="Wind on the coast.")])
+        collection.checkpoint(force=True)  # merged: the log since the last one
+        db.set_trace_callback(None)
+        replays = [s for s in statements if s.startswith("SELECT") and "generation >" in s]
+        assert any("vector" in s for s in replays)
+        for statement in replays:
+            plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + statement))
+            assert "TEMP B-TREE" not in plan, (statement, plan)

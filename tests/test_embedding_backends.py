@@ -151,6 +151,20 @@ def test_a_collection_keeps_its_backend(tmp_path, int8, embedder, seed_articles)
         assert reopened.embedder.spec()["backend"] == "openvino-int8"
 
 
+def test_threads_are_not_pinned_and_follow_the_environment(monkeypatch):
+    # Pinned threads of two processes sharing a machine stay on the same cores (issue 22,
+    # item 3); RETRIEVAL_MODEL_THREADS gives each process its share.
+    from retrieval.models.openvino import THREADS_VARIABLE, OpenVinoEmbedder
+
+    monkeypatch.setenv(THREADS_VARIABLE, "1")
+    compiled = OpenVinoEmbedder(precision="int8")._request.get_compiled_model()
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    monkeypatch.setenv(THREADS_VARIABLE, "all")
+    with pytest.raises(InputError, match="RETRIEVAL_MODEL_THREADS='all': give a whole number"):
+        OpenVinoEmbedder(precision="int8")
+
+
 def test_unknown_precision_and_pooling_are_refused(tmp_path):
     from retrieval.models.openvino import OpenVinoEmbedder, check_mean_pooling
 

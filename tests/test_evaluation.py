@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 from conftest import DATASETS
+from sharded_fixtures import bbc_sample
 
 from retrieval.cli.main import main
+from retrieval.errors import InputError
 from retrieval.evaluation.datasets import load_beir, paragraph_spans, read_duplicates
 from retrieval.evaluation.scoring import (
     BEIR_METRICS,
@@ -21,6 +23,7 @@ from retrieval.evaluation.scoring import (
 )
 from retrieval.records import Article, Hit
 from retrieval.search.fusion import Candidate, Fusion, fuse
+from retrieval.search.retriever import Retriever
 
 # -- a tiny BEIR folder whose right answers are obvious ----------------------------------
 
@@ -160,6 +163,30 @@ def test_normalised_fusion_by_hand():
     assert zscore == pytest.approx({1: (z - 1) / 2, 2: -0.5, 3: (1 - z) / 2, 4: (-z - 1) / 2})
     assert [c.passage_id for c in fuse(dense, lexical, Fusion("rrf"))][0] == 3
     assert str(Fusion.parse("minmax:0.3")) == "minmax:0.3" and Fusion.parse("rrf").method == "rrf"
+    assert Fusion.parse("zscore:0.6@400") == Fusion("zscore", 0.6, depth=400)
+    assert str(Fusion.parse("rrf@50")) == "rrf@50" and Fusion.parse("rrf@50").depth == 50
+
+
+@pytest.mark.parametrize("spec", ["zscore:0.6@0", "rrf@many", "zscore:0.6@"])
+def test_a_bad_fusion_depth_says_what_to_fix(spec):
+    with pytest.raises(InputError, match="depth|bad fusion"):
+        Fusion.parse(spec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("collapse", [False, True])
+def test_an_evaluation_scores_what_a_user_asking_for_its_cut_off_gets(collection, collapse):
+    # `retrieval eval` reads 100 documents deep to score nDCG@10 as well as Recall@100:
+    # its first 10 must be the 10 a user asking for 10 gets. A fused pool of 8 passages
+    # per half makes both reads go far past it.
+    collection.add_articles(bbc_sample())
+    searcher = Retriever(collection, fusion=Fusion("zscore", 0.6, depth=8))
+    queries = {"1": "mobile phone sales", "2": "oil prices rise", "3": "film awards ceremony"}
+    deep = run(searcher, queries, mode="hybrid", k=100, collapse=collapse)
+    top = run(searcher, queries, mode="hybrid", k=10, collapse=collapse)
+    for query_id in queries:
+        assert len(deep[query_id]) > 10
+        assert list(deep[query_id].items())[:10] == list(top[query_id].items())
 
 
 def test_paragraph_spans_and_duplicate_groups(tmp_path):
@@ -204,6 +231,22 @@ def test_cli_scores_the_tiny_set_perfectly_and_reuses_its_collection(tiny_beir, 
     assert again["lexical"] == metrics["lexical"]
     assert list(cache.iterdir()) == [collection]  # same collection, nothing re-embedded
     assert (collection / "store.sqlite").stat().st_mtime_ns == store_before
+
+
+def test_cli_scores_a_query_longer_than_the_services_limit(tmp_path):
+    # A public test collection's longest query is 2,023 characters: a fair question to the
+    # library, whose model reads its first word pieces and whose BM25 caps its terms.
+    long = "volcanic eruption and ash over the village " + " ".join(
+        f"witness{i} described lava" for i in range(100))
+    assert len(long) > 2023
+    queries = {**QUERIES, "long": long}
+    qrels = {**QRELS, "long": {"volcano": 1}}
+    dataset = write_beir(tmp_path / "long", CORPUS, queries, qrels)
+    metrics = eval_cli(dataset, tmp_path / "out", tmp_path / "cache")
+    for mode, values in metrics.items():
+        assert values["ndcg@10"] == pytest.approx(1.0), mode  # the long one found too
+        run_file = (tmp_path / "out" / f"run.{mode}.trec").read_text().splitlines()
+        assert any(line.startswith("long Q0 volcano 1 ") for line in run_file), mode
 
 
 def test_cli_squad_paragraphs_and_known_items(tmp_path):

@@ -14,7 +14,7 @@ from retrieval.evaluation.guard import Comparison, GuardSet, paired
 from retrieval.models import backends
 from retrieval.models import choice as backend_choice
 from retrieval.models import verdicts as verdicts_module
-from retrieval.models.choice import Speed
+from retrieval.models.choice import Noise, Speed
 from retrieval.models.embedding import default_model_path
 from retrieval.models.openvino import export_key
 
@@ -94,6 +94,7 @@ def test_the_choice_is_measured_once_per_machine_and_then_read(tmp_path):
     assert choice.backend == backend_choice.best(choice.speeds)
     assert all(s.query_ms > 0 and s.passages_per_s > 0 and s.queries_per_s > 0
                for s in choice.speeds.values())
+    assert choice.noise is not None and set(choice.noise.spread) == set(choice.speeds)
     [saved] = tmp_path.glob("backend-choice-*.json")
     assert json.loads(saved.read_text())["backend"] == choice.backend
 
@@ -104,6 +105,43 @@ def test_the_choice_is_measured_once_per_machine_and_then_read(tmp_path):
     assert again == choice
     assert backend_choice.cached_choice(model, tmp_path) == choice
     assert choice.backend in choice.reason() and "avx2" in choice.reason()
+
+
+def test_a_measurement_is_noisy_when_its_rounds_differ_or_the_machine_was_busy():
+    rounds = [Speed(4.0, 100.0, 1000.0), Speed(5.0, 90.0, 1000.0), Speed(4.2, 100.0, 800.0)]
+    assert backend_choice.spread(rounds) == pytest.approx(0.25)  # 1000 against 800 queries/s
+    assert backend_choice.best_round(rounds) == Speed(4.0, 100.0, 1000.0)
+    quiet = Noise(load_average=0.3, cpus=2, spread={"torch": 0.05, "openvino-int8": 0.1})
+    assert not quiet.noisy() and quiet.describe().endswith("quiet")
+    assert Noise(0.3, 2, {"torch": 0.05, "openvino-int8": 0.25}).noisy()
+    busy = Noise(load_average=3.5, cpus=2, spread={"torch": 0.05})
+    assert busy.noisy() and "retrieval info --remeasure" in busy.describe()
+
+
+@pytest.mark.slow
+def test_remeasuring_replaces_a_choice_made_under_load_and_records_its_noise(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(backend_choice, "default_choice_dir", lambda: tmp_path)
+    # Fewer texts than a real choice: the same measurement, over in seconds.
+    monkeypatch.setattr(backend_choice, "QUERY_SAMPLES", 4)
+    monkeypatch.setattr(backend_choice, "PASSAGE_SAMPLES", 8)
+    model = default_model_path()
+    path = backend_choice.choice_path(model, backend_choice.eligible(model), tmp_path)
+    stale = {"backend": "torch", "speeds": {"torch": vars(Speed(90.0, 3.0, 40.0))},
+             "cpu": "busy", "made": "2026-01-01 00:00 UTC"}
+    path.write_text(json.dumps(stale))
+    assert "noise not recorded" in backends.describe_default()
+
+    assert main(["info", "--remeasure"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("new collections    ") and "load average" in printed
+    remade = backend_choice.read_choice(path)
+    assert remade is not None and remade.made != stale["made"]
+    assert remade.noise is not None and set(remade.noise.spread) == set(remade.speeds)
+    assert remade.noise.cpus >= 1 and remade.noise.load_average >= 0
+    assert set(remade.speeds) == set(backend_choice.eligible(model))
+    assert remade.noise.describe() in backends.describe_default()
 
 
 def test_an_environment_variable_names_the_backend_instead(monkeypatch):

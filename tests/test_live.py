@@ -17,10 +17,16 @@ import threading
 import time
 
 import httpx2
+import numpy as np
 import pytest
-from service_fixtures import build_collection
+from service_fixtures import NEWS, build_collection
 
+from retrieval.collection import checkpoint
 from retrieval.collection.collection import Collection
+from retrieval.collection.index import FaissIndex
+from retrieval.collection.index_policy import IndexPolicy
+from retrieval.collection.live_index import LiveIndex
+from retrieval.collection.store import Store
 from service.bench.loadtest import running_server
 
 WRITES = 4  # `retrieval index` runs, each committing 3 one-article batches
@@ -182,3 +188,97 @@ def found_text(url: str, article_id: str) -> bool:
     body = {"query": "glacier report", "k": 5, "mode": "dense",
             "filters": {"article_ids": [article_id]}}
     return bool(httpx2.post(f"{url}/search", json=body, timeout=30).json()["hits"])
+
+
+# -- checkpoints built and loaded while reads go on ----------------------------------------
+
+
+class SwapsBetweenTheTwoReads(LiveIndex):
+    """A LiveIndex whose next read of `base` (once armed) lets a racing swap run in
+    another thread before it returns: the interleaving of a checkpoint build that reads
+    the base, then its generation, while a newer checkpoint is swapped in."""
+
+    armed: tuple[FaissIndex, int, Store] | None = None
+    swapper: threading.Thread | None = None
+
+    @property  # type: ignore[override]
+    def base(self) -> FaissIndex:
+        value = self.__dict__["base"]  # read, then the swap runs before the caller goes on
+        if self.armed is not None:
+            newer, generation, store = self.armed
+            self.armed = None
+            self.swapper = threading.Thread(target=self.swap, args=(newer, generation, store))
+            self.swapper.start()
+            # Fixed code reads base and generation under the index lock, which the swap
+            # needs: it then waits for the build, and this wait runs out instead.
+            self.swapper.join(timeout=1.0)
+        return value
+
+    @base.setter
+    def base(self, value: FaissIndex) -> None:
+        self.__dict__["base"] = value
+
+
+def test_a_checkpoint_is_never_built_from_an_old_base_and_a_newer_generation(
+    tmp_path, embedder, seed_articles
+):
+    """A swap between the build's read of the base and of its generation paired the old
+    base with the newer generation: the merged checkpoint then lacked the passages added
+    in between and held the ones deleted in between, for every process, until a rebuild."""
+    path = tmp_path / "c"
+    first, *others = NEWS
+    with Collection.open(path, embedder, background=False) as builder, Collection.open(
+        path, embedder, background=False
+    ) as other:
+        builder.add_articles([*seed_articles, first])
+        builder.checkpoint(force=True)  # the builder's base: this checkpoint
+        other.add_articles(others)
+        other.delete_article(first.id)
+        other.checkpoint(force=True)  # a newer one, from "another process"
+        with other.store.snapshot() as generation:
+            newer = checkpoint.load_newest(path, generation, other.store.history())
+        assert newer is not None and builder.index.base_generation < newer.generation
+
+        index = builder.index
+        index.__class__ = SwapsBetweenTheTwoReads
+        index.armed = (newer.index, newer.generation, builder.store)
+        builder._build_checkpoint("racing a swap")
+        index.swapper.join()
+
+        with builder.store.snapshot() as generation:
+            saved = checkpoint.load_newest(path, generation, builder.store.history())
+            stored = builder.store.passage_ids()
+        assert saved is not None and saved.generation == generation
+        assert np.array_equal(np.sort(saved.index.ids()), stored)
+
+
+def test_two_reads_at_once_start_one_background_checkpoint(tmp_path, embedder, seed_articles):
+    """`_after_read` checked for a running checkpoint thread, then started one: two reads
+    between the check and the start each started their own."""
+    due_at_once = IndexPolicy(delta_max=1)
+    path = build_collection(tmp_path / "c", embedder, seed_articles, policy=due_at_once)
+    with Collection.open(path, embedder) as collection:
+        inside, go_on = threading.Event(), threading.Event()
+        is_due, start = collection.checkpoint_due, collection._start
+        started = []
+
+        def held_when_first() -> str | None:
+            if threading.current_thread().name == "first":
+                inside.set()
+                go_on.wait(timeout=30)
+            return is_due()
+
+        def counted(work):
+            started.append(work)
+            start(work)
+
+        collection.checkpoint_due = held_when_first
+        collection._start = counted
+        first = threading.Thread(target=collection.refresh, name="first")
+        first.start()
+        assert inside.wait(timeout=30)
+        collection.refresh()  # a second read while the first is between check and start
+        go_on.set()
+        first.join()
+        collection._checkpointer.join()
+        assert len(started) == 1

@@ -189,6 +189,18 @@ def test_bad_searches_are_422_naming_the_problem(client, body, names):
 
 
 @pytest.mark.parametrize(
+    ("path", "body"),
+    [("/search", {"query": "rain " * 401}), ("/search/batch", {"queries": ["rain", "x" * 2001]})],
+)
+def test_a_query_past_the_services_limit_is_told_what_to_do(client, path, body):
+    response = client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "at most 2000 characters" in detail and "shorten it" in detail
+    assert "retrieval search" in detail  # where a longer text is taken
+
+
+@pytest.mark.parametrize(
     ("content", "content_type", "status", "words"),
     [
         (b'{"query": "rain",', "application/json", 422, "not valid JSON"),

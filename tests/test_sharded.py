@@ -12,9 +12,11 @@ import threading
 import pytest
 from sharded_fixtures import CASES, QUERIES, bbc_sample, same_hits
 
+from retrieval.cluster.clients import LocalShard
 from retrieval.cluster.layout import ID_RANGE, create_shards, join, read_layout, shard_of, split
-from retrieval.cluster.router import LocalShard, ShardedCollection, embed_articles, open_local
+from retrieval.cluster.router import ShardedCollection, open_local
 from retrieval.collection.collection import Collection
+from retrieval.collection.ingest import embed_articles
 from retrieval.errors import CollectionFormatError, InputError, NotFoundError
 from retrieval.records import Article, Filters
 from retrieval.search.options import SearchOptions
@@ -301,3 +303,19 @@ def test_without_ray_nothing_imports_ray():
             "service.app, service.cli; retrieval.cli.main.build_parser(); "
             "assert 'ray' not in sys.modules, 'ray was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_one_read_protocol_for_a_collection_a_shard_and_shards(sharded):
+    """The reads a search makes are SearchReader's, by name, everywhere: a collection's
+    reader and the sharded reader implement each, and a shard server answers only them."""
+    from retrieval.cluster.sharded_reader import ShardedReader
+    from retrieval.collection.collection import Reader
+    from retrieval.collection.reading import SEARCH_READS
+
+    assert {"dense", "hit_rows", "group_keys", "duplicates_of"} <= SEARCH_READS
+    for reader in (Reader, ShardedReader):
+        assert all(callable(getattr(reader, name, None)) for name in SEARCH_READS), reader
+    server = sharded.shards[0].server
+    assert server.read("size") > 0
+    with pytest.raises(ValueError, match="not a read of the SearchReader protocol"):
+        server.read("write_embedded", [])

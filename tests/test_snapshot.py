@@ -21,6 +21,7 @@ from service_fixtures import build_collection
 from retrieval.collection.collection import Collection
 from retrieval.collection.snapshot import snapshot
 from retrieval.errors import InputError
+from retrieval.records import Article
 from retrieval.search.retriever import Retriever
 from service.bench.loadtest import running_server
 
@@ -103,3 +104,36 @@ def test_a_snapshot_refuses_a_directory_that_is_not_empty(tmp_path, embedder, se
     assert report.checkpoint_generation is None  # none saved yet: the copy replays the store
     with Collection.open(report.path, embedder, background=False) as copy:
         assert copy.generation == report.generation and copy.info().in_agreement
+
+
+def test_a_snapshot_starts_a_history_of_its_own(tmp_path, embedder, seed_articles):
+    """The copy keeps its checkpoint, but under a history of its own: its store put back
+    in the original's directory never loads the original's later checkpoints."""
+    path = build_collection(tmp_path / "c", embedder, seed_articles)
+    with Collection.open(path, embedder, background=False) as collection:
+        collection.checkpoint(force=True)
+        report = snapshot(path, tmp_path / "copy")
+        for number in range(3):
+            collection.add_articles([Article(**article(number))])
+        collection.checkpoint(force=True)  # the original's, later than the copy's
+        original = collection.store.history()
+    with Collection.open(report.path, embedder, background=False) as copy:
+        assert copy.store.history() != original
+        assert copy.index.base_generation == report.checkpoint_generation == report.generation
+        for number in range(5):  # the copy goes its own way, past the original
+            copy.add_articles([Article(**article(100 + number))])
+    for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm"):
+        (path / name).unlink(missing_ok=True)
+    for name in ("store.sqlite", "store.sqlite-wal"):
+        if (report.path / name).exists():
+            (path / name).write_bytes((report.path / name).read_bytes())
+    with Collection.open(path, embedder, background=False) as restored:
+        assert restored.index.base_generation == 0  # not the original's checkpoint
+        info = restored.info()
+        assert info.in_agreement and restored.passages_of("snap-104")
+        # The original's checkpoint held its own articles' vectors under the ids that the
+        # copy gave to others: ids agreed, vectors did not.
+        with restored.reading() as reader:
+            vectors = reader.article_vectors("snap-100")
+            _, ids = reader.dense(vectors, 1)
+        assert ids[:, 0].tolist() == [p.id for p in restored.passages_of("snap-100")]

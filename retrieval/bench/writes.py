@@ -140,13 +140,19 @@ def write_cost(
 
 
 def process_io() -> dict[str, int]:
-    """This process's I/O counters (/proc/self/io); zeros where the file is missing."""
+    """This process's I/O counters (/proc/self/io); zeros where the file is missing.
+
+    rchar and wchar count every byte read and written through system calls (SQLite's
+    page reads included, whether the page cache held them or not); read_bytes and
+    write_bytes count what reached (or would reach) the disk.
+    """
+    names = ("rchar", "wchar", "read_bytes", "write_bytes")
     try:
         lines = Path("/proc/self/io").read_text().splitlines()
     except OSError:
-        return {"write_bytes": 0, "wchar": 0}
+        return dict.fromkeys(names, 0)
     fields = dict(line.split(": ", 1) for line in lines if ": " in line)
-    return {"write_bytes": int(fields.get("write_bytes", 0)), "wchar": int(fields.get("wchar", 0))}
+    return {name: int(fields.get(name, 0)) for name in names}
 
 
 def dir_bytes(path: Path) -> int:

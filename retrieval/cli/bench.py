@@ -1,4 +1,4 @@
-"""`retrieval bench ingest|index|lexical|query|live|defaults|ray`: speed against a baseline.
+"""`retrieval bench ingest|index|lexical|writes|query|live|defaults|ray`: speed against a baseline.
 
 Every figure is a ratio or a bound measured side by side on this machine, never compared
 with numbers from elsewhere. Each benchmark prints a Markdown table (or JSON with --json):
@@ -8,6 +8,8 @@ with numbers from elsewhere. Each benchmark prints a Markdown table (or JSON wit
 - index: a large synthetic collection (real passage vectors plus noise), its approximate
   index against exact search: latency, recall@10, bytes per vector, time to open.
 - lexical: the in-memory BM25 against SQLite FTS5, same answers.
+- writes: the bytes one `retrieval index` of one article reads and writes, at two
+  collection sizes: a write should cost what it changes.
 - query: the service under load from a second process, against a naive endpoint.
 - live: two services on one collection under search load while articles are added and
   deleted over HTTP and by the CLI: exactness, freshness, latency, memory, write cost.
@@ -30,6 +32,7 @@ def register(commands: Any) -> None:
     from retrieval.bench.index import add_index_parser
     from retrieval.bench.ingest import add_ingest_parser
     from retrieval.bench.lexical import add_lexical_parser
+    from retrieval.bench.one_shot import add_writes_parser
 
     parser = commands.add_parser(
         "bench", help="measure ingest, index and query speed against baselines",
@@ -39,6 +42,7 @@ def register(commands: Any) -> None:
     add_ingest_parser(benches)
     add_index_parser(benches)
     add_lexical_parser(benches)
+    add_writes_parser(benches)
     # Benchmarks registered by other modules as entry points (the service's `query`):
     # they drive the HTTP service, which this library must not import.
     for add_parser in load_registrars("retrieval.benchmarks"):

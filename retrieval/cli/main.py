@@ -197,6 +197,12 @@ def add_info_command(commands: Any) -> None:
     )
     add_collection_option(parser)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="measure the embedding backends again and cache the new automatic choice of new "
+        "collections (one made while the machine was busy may be wrong); reads no collection",
+    )
     parser.set_defaults(run=run_info)
 
 
@@ -371,8 +377,11 @@ def run_related(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from retrieval.collection.collection import Collection
-    from retrieval.models.backends import describe_default
+    from retrieval.models.backends import describe_default, remeasure_default
 
+    if args.remeasure:
+        print(f"new collections    {remeasure_default()}")
+        return EXIT_OK
     with Collection.open(collection_path(args), create=False, background=False) as collection:
         info = collection.info()
     if args.json:
@@ -436,16 +445,15 @@ def checkpoint_if_due(collection: Any) -> None:
     Services on the collection would build it in the background too; doing it here
     spares them the work. Said on stderr, since it may take a while on a large collection.
     """
-    if not collection.checkpoint_may_be_due():  # counts only: no index loaded
-        return
-    # This process only wrote to the store: catch its index up before asking.
-    collection.refresh()
-    reason = collection.checkpoint_due()
-    if reason is None:
-        return
-    print(f"checkpoint: saving the index ({reason})", file=sys.stderr, flush=True)
-    how = collection.checkpoint()
-    print(f"checkpoint: {how or 'left to the process already building one'}", file=sys.stderr)
+    announced = []
+
+    def announce(reason: str) -> None:
+        print(f"checkpoint: saving the index ({reason})", file=sys.stderr, flush=True)
+        announced.append(reason)
+
+    how = collection.checkpoint_if_due(announce)
+    if announced:
+        print(f"checkpoint: {how or 'left to the process already building one'}", file=sys.stderr)
 
 
 def collection_path(args: argparse.Namespace) -> Path:

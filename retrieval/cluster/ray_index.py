@@ -33,9 +33,8 @@ import numpy as np
 import ray
 
 from retrieval.cluster.layout import ShardLayout, open_shard, read_layout, shard_of
-from retrieval.cluster.router import add_reports, embed_articles
 from retrieval.cluster.shard_server import ShardServer
-from retrieval.collection.ingest import IngestReport, indexable, refuse_duplicate_ids
+from retrieval.collection.ingest import IngestReport, embed_articles, prepared
 from retrieval.collection.manifest import check_embedder
 from retrieval.ingestion.chunking import ChunkerSettings
 from retrieval.models.backends import default_embedder
@@ -104,7 +103,7 @@ def index_on_ray(
         InputError: an article with neither text nor title, or an id given twice.
     """
     started = time.perf_counter()
-    articles = [indexable(article) for article in refuse_duplicate_ids(articles)]
+    articles = prepared(articles)
     layout = read_layout(shards_dir)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -125,8 +124,8 @@ def index_on_ray(
             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=actor_cpus,
         ).take_all()
-        add_reports(report, [IngestReport(**{n: int(row[n]) for n in REPORT_FIELDS})
-                             for row in results])
+        for row in results:
+            report.add(IngestReport(**{n: int(row[n]) for n in REPORT_FIELDS}))
     ray.get([writer.checkpoint.remote() for writer in writers])
     report.seconds = time.perf_counter() - started
     return report

@@ -42,121 +42,33 @@ writes, takes them as they are (STATISTICS_TRIES), so writes cannot starve a sea
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-
-from retrieval.cluster.groups_across import linked_groups
+from retrieval.cluster.clients import LocalShard, ShardClient
 from retrieval.cluster.layout import ID_RANGE, ShardLayout, open_shard, read_layout
-from retrieval.cluster.query_phase import EMPTY, Ranking, ShardAnswer, ShardQuery
+from retrieval.cluster.query_phase import ShardAnswer, ShardQuery
 from retrieval.cluster.shard_server import ShardServer
+from retrieval.cluster.sharded_reader import ShardedLexical, ShardedReader
 from retrieval.cluster.statistics import StatisticsCache
+from retrieval.cluster.traffic import TrafficCounter
 from retrieval.collection import ingest
-from retrieval.collection.duplicates import Fingerprint
-from retrieval.collection.ingest import IngestReport, batched, indexable, refuse_duplicate_ids
+from retrieval.collection.ingest import IngestReport
 from retrieval.collection.lexical import LexicalIndex
-from retrieval.collection.live_index import merge_top_k
 from retrieval.collection.manifest import check_embedder
 from retrieval.collection.store import DEFAULT_WRITE_TIMEOUT_S, NewPassage
 from retrieval.errors import NotFoundError
 from retrieval.ingestion.chunking import ChunkerSettings
 from retrieval.models.backends import default_embedder
 from retrieval.models.embedding import Embedder
-from retrieval.records import Article, Filters, Passage
-from retrieval.search.fusion import ranking_depth
-from retrieval.search.options import SearchOptions
-from retrieval.search.pool import first_pool
+from retrieval.records import Article, Passage
 
 # Query phases one search may make when shards' BM25 statistics moved under it (a write
 # landed between the router's look and the shard's read): the last uses them as they are.
 STATISTICS_TRIES = 3
-
-
-class Pending(Protocol):
-    """A shard's answer on its way."""
-
-    def result(self) -> Any:
-        """The answer; raises the shard's error, or ShardUnavailableError."""
-        ...
-
-
-class ShardClient(Protocol):
-    """How the router reaches one shard: `call` a `ShardServer` method by name."""
-
-    def call(self, method: str, *args: Any) -> Pending: ...
-
-    def close(self) -> None: ...
-
-
-class Done:
-    """An answer computed already (a local shard answers at once)."""
-
-    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
-        self.value, self.error = value, error
-
-    def result(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-class LocalShard:
-    """A shard in this process: its ShardServer called directly."""
-
-    def __init__(self, server: ShardServer) -> None:
-        self.server = server
-
-    def call(self, method: str, *args: Any) -> Pending:
-        try:
-            return Done(getattr(self.server, method)(*args))
-        except Exception as error:  # raised when collected, like a remote shard's
-            return Done(error=error)
-
-    def close(self) -> None:
-        self.server.close()
-
-
-@dataclass(frozen=True)
-class Traffic:
-    """What the router sent to shards, counted (not assumed).
-
-    Attributes:
-        searches: reads of the collection as search (`reading()`: one per search batch).
-        rounds: groups of shard calls sent together and awaited together; a search's
-            latency is at least its rounds times one round trip.
-        calls: shard calls (a round to every shard of N is N calls).
-    """
-
-    searches: int = 0
-    rounds: int = 0
-    calls: int = 0
-
-    def __sub__(self, before: Traffic) -> Traffic:
-        return Traffic(self.searches - before.searches, self.rounds - before.rounds,
-                       self.calls - before.calls)
-
-
-class TrafficCounter:
-    """`Traffic` counted from any thread (concurrent searches share the router)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = Traffic()
-
-    def count(self, *, searches: int = 0, rounds: int = 0, calls: int = 0) -> None:
-        with self._lock:
-            now = self._counts
-            self._counts = Traffic(now.searches + searches, now.rounds + rounds,
-                                   now.calls + calls)
-
-    def now(self) -> Traffic:
-        with self._lock:
-            return self._counts
 
 
 class ShardedCollection:
@@ -208,6 +120,22 @@ class ShardedCollection:
     def fan_out(self, method: str, *args: Any) -> list[Any]:
         """Every shard's answer to the same call, in shard order (asked in parallel)."""
         return self.round([(index, method, args) for index in range(len(self.shards))])
+
+    def read_all(self, method: str, *args: Any) -> list[Any]:
+        """Every shard's answer to one read of the read protocol (`ShardServer.read`)."""
+        return self.fan_out("read", method, *args)
+
+    def read_by_article(self, method: str, article_ids: Sequence[str], *args: Any) -> list[Any]:
+        """A read each shard holding some of the articles answers for its own ones."""
+        mine: dict[int, list[str]] = {}
+        for article_id in article_ids:
+            mine.setdefault(self.layout.shard_of(article_id), []).append(article_id)
+        return self.round([(i, "read", (method, ids, *args)) for i, ids in sorted(mine.items())])
+
+    def read_shard_of(self, article_id: str, method: str, *args: Any) -> Any:
+        """A read answered by the shard holding the article (one round of one call)."""
+        index = self.layout.shard_of(article_id)
+        return self.round([(index, "read", (method, article_id, *args))])[0]
 
     def by_article(self, method: str, article_ids: Sequence[str], *args: Any) -> list[Any]:
         """Each shard holding some of the articles answers for its own ones."""
@@ -345,30 +273,27 @@ class ShardedCollection:
         thus whole in each shard, and an interrupted ingest leaves every shard at a
         committed generation; indexing again skips what is stored unchanged.
         """
-        articles = [indexable(article) for article in refuse_duplicate_ids(articles)]
-        report, started = IngestReport(), time.perf_counter()
-        for batch in batched(articles, batch_size):
-            add_reports(report, self._add_batch(batch, lock_timeout))
-            if progress:
-                progress(len(batch))
-        report.seconds = time.perf_counter() - started
-        return report
+        return ingest.ingest_batches(
+            ingest.prepared(articles), lambda batch: self._add_batch(batch, lock_timeout),
+            batch_size=batch_size, progress=progress,
+        )
 
-    def _add_batch(self, batch: Sequence[Article], lock_timeout: float) -> list[IngestReport]:
+    def _add_batch(self, batch: Sequence[Article], lock_timeout: float) -> IngestReport:
         known: dict[str, str] = {}
         for hashes in self.by_article("content_hashes", [a.id for a in batch]):
             known.update(hashes)
         changed = [a for a in batch if known.get(a.id) != a.content_hash()]
-        unchanged = IngestReport(unchanged=len(batch) - len(changed))
+        report = IngestReport(unchanged=len(batch) - len(changed))
         if not changed:
-            return [unchanged]
-        rows = embed_articles(changed, self.embedder, self.chunker)
+            return report
+        rows = ingest.embed_articles(changed, self.embedder, self.chunker)
         mine: dict[int, list[tuple[Article, list[NewPassage]]]] = {}
         for item in zip(changed, rows, strict=True):
             mine.setdefault(self.layout.shard_of(item[0].id), []).append(item)
-        written = self.round([(i, "write_embedded", (items, lock_timeout))
-                              for i, items in sorted(mine.items())])
-        return [unchanged, *written]
+        for written in self.round([(i, "write_embedded", (items, lock_timeout))
+                                   for i, items in sorted(mine.items())]):
+            report.add(written)
+        return report
 
     def delete_article(
         self, article_id: str, *, lock_timeout: float = DEFAULT_WRITE_TIMEOUT_S
@@ -384,338 +309,7 @@ class ShardedSize:
         self.collection = collection
 
     def __len__(self) -> int:
-        return sum(self.collection.fan_out("size"))
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How deep a search's query phase reads, from its options (as the Retriever would).
-
-    Attributes:
-        depth: candidates per half and query: the Retriever's first pool.
-        rows_depth: candidates ranked above this in either half come back with rows.
-        facts_depth: candidates ranked above this in either half come back with their
-            facts (and fingerprints, collapsing): the Retriever's first pool. One ranked
-            lower in both halves of its shard rarely enters it; if it does, its facts
-            cost one more round.
-    """
-
-    mode: str
-    depth: int
-    rows_depth: int
-    filters: Filters
-    collapse: bool
-    facts_depth: int = 0
-
-    @classmethod
-    def of(cls, options: SearchOptions) -> Plan:
-        wanted = options.k + options.offset
-        fetch, _ = first_pool(options, wanted)
-        depth = ranking_depth(options.mode, fetch)
-        # Plain dense or lexical: the answer is the merged top `wanted`, so each shard's
-        # top `wanted` holds it. Fusion, caps and collapsing reach a little deeper: rows
-        # for twice as many cover the common case; a hit without a row is fetched then.
-        plain = options.mode != "hybrid" and fetch == wanted
-        rows_depth = wanted if plain else min(depth, 2 * wanted)
-        return cls(options.mode, depth, rows_depth, options.filters or Filters(),
-                   options.collapse, fetch)
-
-    def shard_query(
-        self, queries: Sequence[str], vectors: np.ndarray | None, depth: int | None = None,
-    ) -> ShardQuery:
-        return ShardQuery(
-            tuple(queries), vectors if self.mode != "lexical" else None,
-            dense=self.mode != "lexical", lexical=self.mode != "dense",
-            depth=depth or self.depth, rows_depth=self.rows_depth, filters=self.filters,
-            collapse=self.collapse, facts_depth=max(self.facts_depth, depth or 0),
-        )
-
-
-@dataclass
-class Gathered:
-    """A search's query phase over every shard, merged: what its reads are answered from.
-
-    Attributes:
-        dense, lexical: per query, the merged top `depth` of the shards' rankings.
-        depth: per query, how deep those rankings go.
-        holder: the shard each candidate came from.
-        fingerprints: (collapsed searches) each candidate article's shard and duplicate
-            fingerprint.
-    """
-
-    size: int
-    dense: list[Ranking]
-    lexical: list[Ranking]
-    depth: list[int]
-    facts: dict[int, tuple[str, str | None, str]] = field(default_factory=dict)
-    rows: dict[int, dict[str, Any]] = field(default_factory=dict)
-    duplicates: dict[str, list[str]] = field(default_factory=dict)
-    holder: dict[int, int] = field(default_factory=dict)
-    fingerprints: dict[str, tuple[int, Fingerprint]] = field(default_factory=dict)
-    group_of: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, answers: Sequence[ShardAnswer], n_queries: int, depth: int) -> Gathered:
-        gathered = cls(sum(a.size for a in answers), [], [], [depth] * n_queries)
-        gathered.dense = [merge_rankings([a.dense[q] for a in answers if a.dense], depth)
-                          for q in range(n_queries)]
-        gathered.lexical = [merge_rankings([a.lexical[q] for a in answers if a.lexical], depth)
-                            for q in range(n_queries)]
-        gathered.add_fields(answers)
-        return gathered
-
-    def add_fields(self, answers: Sequence[ShardAnswer]) -> None:
-        for answer in answers:
-            self.facts.update(answer.facts)
-            self.rows.update(answer.rows)
-            self.duplicates.update(answer.duplicates)
-            self.holder.update(dict.fromkeys(answer.facts, answer.shard))
-            self.fingerprints.update(
-                {article: (answer.shard, found) for article, found in answer.fingerprints.items()}
-            )
-
-    def linked_keys(self, passage_ids: Sequence[int]) -> dict[str, str]:
-        """The group key of each of these candidates' articles once groups of alike
-        articles in different shards are joined (groups_across.py); remembered, so that
-        `copies_elsewhere` lists the copies the collapse saw."""
-        articles = {self.facts[pid][0]: self.facts[pid][2]
-                    for pid in passage_ids if pid in self.facts}
-        members = [(article, self.fingerprints[article][0], key, self.fingerprints[article][1])
-                   for article, key in articles.items() if article in self.fingerprints]
-        linked = linked_groups(members)
-        self.group_of = {article: linked.get(key, key) for article, key in articles.items()}
-        return linked
-
-    def copies_elsewhere(self, article: str) -> list[str]:
-        """The articles of other shards that the last collapse joined to this one's group,
-        with the others of their own shard's groups when known."""
-        shard, group = self.holder_of_article(article), self.group_of.get(article)
-        copies = []
-        for other, other_group in self.group_of.items():
-            if other_group == group and self.holder_of_article(other) != shard:
-                copies += [other, *self.duplicates.get(other, [])]
-        return [copy for copy in dict.fromkeys(copies) if copy != article]
-
-    def holder_of_article(self, article: str) -> int | None:
-        found = self.fingerprints.get(article)
-        return None if found is None else found[0]
-
-    def candidate_ids(self) -> np.ndarray:
-        parts = [ids for ids, _ in (*self.dense, *self.lexical)]
-        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-
-
-def merge_rankings(parts: Sequence[Ranking], depth: int) -> Ranking:
-    """The `depth` best of several rankings, ties by the lower passage id (as
-    `live_index.merge_top_k` and a single BM25 index order them)."""
-    if not parts:
-        return EMPTY
-    ids = np.concatenate([ids for ids, _ in parts])
-    scores = np.concatenate([scores for _, scores in parts])
-    order = np.lexsort((ids, -scores))[:depth]
-    return ids[order], scores[order]
-
-
-class ShardedReader:
-    """`reading.SearchReader` over every shard.
-
-    After `prepare` (a search's query phase: one call per shard), a search's reads are
-    answered from what the shards sent back; what it did not bring (a deeper pool, a
-    row ranked lower than expected) costs one more round. Without `prepare` (related
-    articles) each read is asked of every shard and the answers merged.
-    """
-
-    def __init__(self, collection: ShardedCollection) -> None:
-        self.collection = collection
-        self.fan_out = collection.fan_out
-        self.gathered: Gathered | None = None
-        self.plan: Plan | None = None
-        self._queries: dict[str, int] = {}
-        self._vectors: dict[bytes, int] = {}
-        self._texts: list[str] = []
-        self._vector_rows: np.ndarray | None = None
-
-    # -- the query phase ------------------------------------------------------------------
-
-    def prepare(
-        self, queries: Sequence[str], vectors: np.ndarray | None, options: SearchOptions
-    ) -> None:
-        """Runs the search's query phase on every shard: one round in the common case."""
-        self.plan = Plan.of(options)
-        query = self.plan.shard_query(queries, vectors)
-        self.gathered = Gathered.of(self.collection.query_phase(query), len(queries),
-                                    self.plan.depth)
-        self._texts, self._vector_rows = list(queries), query.vectors
-        self._queries = {text: i for i, text in enumerate(queries)}
-        if query.vectors is not None:
-            self._vectors = {row.tobytes(): i for i, row in enumerate(query.vectors)}
-
-    def _deepen(self, index: int, depth: int) -> Gathered:
-        """Query `index`'s rankings `depth` deep (the Retriever's pool grew): one round."""
-        assert self.gathered is not None and self.plan is not None
-        vectors = None if self._vector_rows is None else self._vector_rows[index : index + 1]
-        query = self.plan.shard_query([self._texts[index]], vectors, depth)
-        answers = self.collection.query_phase(query)
-        deeper = Gathered.of(answers, 1, depth)
-        self.gathered.dense[index] = deeper.dense[0]
-        self.gathered.lexical[index] = deeper.lexical[0]
-        self.gathered.depth[index] = depth
-        self.gathered.add_fields(answers)
-        return self.gathered
-
-    def prepared_ranking(self, half: str, key: int | None, k: int) -> Ranking | None:
-        """The merged `half` ranking of prepared query `key`, k deep; None if not prepared."""
-        if self.gathered is None or key is None:
-            return None
-        gathered = self.gathered
-        if k > gathered.depth[key]:
-            gathered = self._deepen(key, k)
-        ids, scores = (gathered.dense if half == "dense" else gathered.lexical)[key]
-        return ids[:k], scores[:k]
-
-    def plan_has(self, half: str) -> bool:
-        """The prepared query phase ranked this half ("dense" or "lexical")."""
-        return self.plan is not None and self.plan.mode in (half, "hybrid")
-
-    def same_filters(self, filters: Filters | None) -> bool:
-        return self.plan is not None and (filters or Filters()) == self.plan.filters
-
-    def query_index(self, query: str) -> int | None:
-        return self._queries.get(query)
-
-    # -- SearchReader ---------------------------------------------------------------------
-
-    def dense(
-        self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        key = self._vectors.get(vectors[0].tobytes()) if len(vectors) == 1 else None
-        found = self.prepared_ranking("dense", key, k) if self.plan_has("dense") else None
-        if found is not None:
-            ids, scores = found
-            return scores[None, :], ids[None, :]
-        parts = self.fan_out("dense", vectors, k, allowed)
-        return merge_top_k(parts, len(vectors), k)
-
-    def size(self) -> int:
-        if self.gathered is not None:
-            return self.gathered.size
-        return sum(self.fan_out("size"))
-
-    def passage_ids_matching(self, filters: Filters) -> np.ndarray:
-        """After `prepare` with these filters: the candidates the shards found (each
-        applied the filters itself), which are empty exactly when nothing matched that
-        this search could return. Otherwise every matching id, from every shard."""
-        if self.gathered is not None and self.same_filters(filters):
-            return self.gathered.candidate_ids()
-        return np.sort(np.concatenate(self.fan_out("passage_ids_matching", filters)))
-
-    def hit_rows(self, passage_ids: Sequence[int]) -> dict[int, Any]:
-        known = self.gathered.rows if self.gathered else {}
-        return self._fetched(passage_ids, known, "hit_rows")
-
-    def article_of(self, passage_ids: Sequence[int]) -> dict[int, str]:
-        facts = self.gathered.facts if self.gathered else {}
-        known = {pid: fact[0] for pid, fact in facts.items()}
-        return self._fetched(passage_ids, known, "article_of")
-
-    def dates_of(self, passage_ids: Sequence[int]) -> dict[int, str | None]:
-        facts = self.gathered.facts if self.gathered else {}
-        known = {pid: fact[1] for pid, fact in facts.items()}
-        return self._fetched(passage_ids, known, "dates_of")
-
-    def group_keys(self, passage_ids: Sequence[int]) -> dict[int, str]:
-        """Each candidate's duplicate group, joined across shards (groups_across.py)."""
-        facts = self.gathered.facts if self.gathered else {}
-        known = {pid: fact[2] for pid, fact in facts.items()}
-        keys = self._fetched(passage_ids, known, "group_keys")
-        if self.gathered is None or not self.gathered.fingerprints:
-            return keys
-        linked = self.gathered.linked_keys(passage_ids)
-        return {pid: linked.get(key, key) for pid, key in keys.items()}
-
-    def _fetched(
-        self, passage_ids: Sequence[int], known: dict[int, Any], method: str
-    ) -> dict[int, Any]:
-        """`known` for the given passages, the rest asked of their shards (the fetch
-        phase, one round; of every shard for a passage whose shard is unknown)."""
-        missing = [pid for pid in passage_ids if pid not in known]
-        found = {pid: known[pid] for pid in passage_ids if pid in known}
-        if missing:
-            holder = self.gathered.holder if self.gathered else {}
-            asked: dict[int, list[int]] = {}
-            for pid in missing:
-                shards = [holder[pid]] if pid in holder else self.collection.shards_holding(pid)
-                for index in shards:
-                    asked.setdefault(index, []).append(pid)
-            answers = merged(self.collection.round(
-                [(i, method, (ids,)) for i, ids in sorted(asked.items())]
-            ))
-            found.update(answers)
-            if method == "hit_rows" and self.gathered is not None:
-                self.gathered.rows.update(answers)
-        return found
-
-    def article_vectors(self, article_id: str) -> np.ndarray:
-        vectors: np.ndarray = self.collection.call_shard_of(article_id, "article_vectors")
-        return vectors
-
-    def article_rows(self, article_ids: Sequence[str]) -> dict[str, Any]:
-        return merged(self.collection.by_article("article_rows", article_ids))
-
-    def article_group_keys(self, article_ids: Sequence[str]) -> dict[str, str]:
-        return merged(self.collection.by_article("article_group_keys", article_ids))
-
-    def duplicates_of(
-        self, article_ids: Sequence[str], filters: Filters | None = None
-    ) -> dict[str, list[str]]:
-        gathered = self.gathered
-        if (gathered is not None and self.plan is not None and self.plan.collapse
-                and self.same_filters(filters)
-                and all(article in gathered.duplicates for article in article_ids)):
-            return {
-                article: [*gathered.duplicates[article],
-                          *(copy for copy in gathered.copies_elsewhere(article)
-                            if copy not in gathered.duplicates[article])]
-                for article in article_ids
-            }
-        return merged(self.collection.by_article("duplicates_of", article_ids, filters))
-
-    def has_article(self, article_id: str) -> bool:
-        found: bool = self.collection.call_shard_of(article_id, "has_article")
-        return found
-
-
-class ShardedLexical:
-    """BM25 over every shard, scored as one collection would.
-
-    FTS5's bm25() takes N, the mean length and each term's document frequency from its
-    own table; over shards those would be each shard's, and scores would not compare.
-    So every shard scores with the collection-wide sums (statistics.py keeps them at
-    the router): each score is then the one collection's, and the merged top k is its
-    top k. Within a search this answers from the search's query phase (the reader that
-    `ShardedCollection.reading` made current on this thread); alone, it runs a lexical
-    query phase of its own.
-
-    A query with a word that FTS5 splits into several tokens ("foo_bar", "e-mail" is
-    not one) is scored by FTS5 itself, with each shard's own statistics: such scores
-    are close to, not equal to, one collection's.
-    """
-
-    def __init__(self, collection: ShardedCollection) -> None:
-        self.collection = collection
-
-    def search(
-        self, query: str, k: int, *, filters: Filters, allowed: np.ndarray | None
-    ) -> list[tuple[int, float]]:
-        reader = self.collection.current_reader()
-        if reader is not None and reader.plan_has("lexical") and reader.same_filters(filters):
-            found = reader.prepared_ranking("lexical", reader.query_index(query), k)
-            if found is not None:
-                return list(zip(found[0].tolist(), found[1].tolist(), strict=True))
-        plan = Plan("lexical", k, 0, filters, collapse=False)
-        answers = self.collection.query_phase(plan.shard_query([query], None))
-        ids, scores = Gathered.of(answers, 1, k).lexical[0]
-        return list(zip(ids.tolist(), scores.tolist(), strict=True))
+        return sum(self.collection.read_all("size"))
 
 
 def open_local(path: str | Path, *, background: bool = True) -> ShardedCollection:
@@ -731,29 +325,3 @@ def open_local(path: str | Path, *, background: bool = True) -> ShardedCollectio
             shard.close()
         raise
     return ShardedCollection(layout, shards)
-
-
-def embed_articles(
-    articles: Sequence[Article], embedder: Embedder, chunker: ChunkerSettings
-) -> list[list[NewPassage]]:
-    """Each article's passages with their vectors, from one model call for them all."""
-    pieces = [ingest.passages_for(article, embedder, chunker) for article in articles]
-    vectors = embedder.embed_documents([text for part in pieces for _, text in part])
-    rows, offset = [], 0
-    for part in pieces:
-        rows.append([ingest.with_vector(p, vectors[offset + i]) for i, (p, _) in enumerate(part)])
-        offset += len(part)
-    return rows
-
-
-def add_reports(total: IngestReport, parts: Iterable[IngestReport]) -> None:
-    for part in parts:
-        for name in ("added", "updated", "unchanged", "passages_added", "passages_removed"):
-            setattr(total, name, getattr(total, name) + getattr(part, name))
-
-
-def merged(parts: Iterable[dict[Any, Any]]) -> dict[Any, Any]:
-    out: dict[Any, Any] = {}
-    for part in parts:
-        out.update(part)
-    return out

@@ -5,7 +5,7 @@ router (retrieval/cluster/router.py) asks of each shard: the reads of one search
 and
 passage look-ups, and writes. Every answer is a plain value (numbers, strings, dicts,
 numpy arrays, records), never a SQLite row or a lock, so the same object serves in
-process (`router.LocalShard`) and as a Ray Serve deployment (service/ray_serve.py),
+process (`clients.LocalShard`) and as a Ray Serve deployment (service/ray_serve.py),
 where answers cross process boundaries.
 
 A search is one call, `query` (query_phase.py): one consistent read of the shard
@@ -19,15 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from retrieval.cluster.query_phase import HIT_FIELDS, ShardAnswer, ShardQuery, answer_query
-from retrieval.collection import duplicates
 from retrieval.collection.collection import Collection
-from retrieval.collection.ingest import IngestReport, indexable
+from retrieval.collection.ingest import IngestReport, indexable, store_embedded
+from retrieval.collection.reading import SEARCH_READS
 from retrieval.collection.store import DEFAULT_WRITE_TIMEOUT_S, NewPassage
 from retrieval.errors import NotFoundError
-from retrieval.records import Article, Filters, Passage
+from retrieval.records import Article, Passage
 
 
 class ShardServer:
@@ -52,61 +50,25 @@ class ShardServer:
         """A search's query phase on this shard, in one read (query_phase.py)."""
         return answer_query(self.collection, self.index, query)
 
-    def dense(
-        self, vectors: np.ndarray, k: int, allowed: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        with self.collection.reading() as reader:
-            return reader.dense(vectors, k, allowed)
+    def read(self, method: str, *args: Any) -> Any:
+        """One read of the read protocol (`SearchReader`), by name, from one consistent
+        read of this shard: the fetch phase, and what a query phase did not cover.
 
-    def size(self) -> int:
+        Rows come back as plain dicts (they cross processes), and duplicate-group keys
+        prefixed with this shard's number, so that groups of two shards never merge
+        by accident of their local ids.
+        """
+        if method not in SEARCH_READS:
+            raise ValueError(f"{method!r} is not a read of the SearchReader protocol")
         with self.collection.reading() as reader:
-            return reader.size()
-
-    def passage_ids_matching(self, filters: Filters) -> np.ndarray:
-        with self.collection.reading() as reader:
-            return reader.passage_ids_matching(filters)
-
-    def hit_rows(self, passage_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        with self.collection.reading() as reader:
-            rows = reader.hit_rows(passage_ids)
-        return {pid: {name: row[name] for name in HIT_FIELDS} for pid, row in rows.items()}
-
-    def article_of(self, passage_ids: Sequence[int]) -> dict[int, str]:
-        with self.collection.reading() as reader:
-            return reader.article_of(passage_ids)
-
-    def dates_of(self, passage_ids: Sequence[int]) -> dict[int, str | None]:
-        with self.collection.reading() as reader:
-            return reader.dates_of(passage_ids)
-
-    def article_vectors(self, article_id: str) -> np.ndarray:
-        with self.collection.reading() as reader:
-            return reader.article_vectors(article_id)
-
-    def article_rows(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        with self.collection.reading() as reader:
-            rows = reader.article_rows(article_ids)
-        return {key: dict(row) for key, row in rows.items()}
-
-    def group_keys(self, passage_ids: Sequence[int]) -> dict[int, str]:
-        with self.collection.reading() as reader:
-            keys = reader.group_keys(passage_ids)
-        return {pid: f"s{self.index}:{key}" for pid, key in keys.items()}
-
-    def article_group_keys(self, article_ids: Sequence[str]) -> dict[str, str]:
-        with self.collection.reading() as reader:
-            keys = reader.article_group_keys(article_ids)
-        return {article: f"s{self.index}:{key}" for article, key in keys.items()}
-
-    def duplicates_of(
-        self, article_ids: Sequence[str], filters: Filters | None
-    ) -> dict[str, list[str]]:
-        with self.collection.reading() as reader:
-            return reader.duplicates_of(article_ids, filters)
-
-    def has_article(self, article_id: str) -> bool:
-        with self.collection.reading() as reader:
-            return reader.has_article(article_id)
+            answer = getattr(reader, method)(*args)
+        if method == "hit_rows":
+            return {pid: {name: row[name] for name in HIT_FIELDS} for pid, row in answer.items()}
+        if method == "article_rows":
+            return {key: dict(row) for key, row in answer.items()}
+        if method in ("group_keys", "article_group_keys"):
+            return {key: f"s{self.index}:{group}" for key, group in answer.items()}
+        return answer
 
     # -- look-ups -------------------------------------------------------------------------
 
@@ -157,16 +119,5 @@ class ShardServer:
         shard at a committed generation; an article already stored unchanged is
         skipped, so a batch written twice (a retried task, a re-run) adds nothing.
         """
-        report = IngestReport()
         items = [(indexable(article), rows) for article, rows in items]
-        fingerprints = [duplicates.fingerprint(article.text) for article, _ in items]
-        store = self.collection.store
-        with store.transaction(lock_timeout) as generation:
-            known = store.content_hashes([article.id for article, _ in items])
-            for (article, rows), fingerprint in zip(items, fingerprints, strict=True):
-                if known.get(article.id) == article.content_hash():
-                    report.unchanged += 1
-                    continue
-                gone, new = store.put_article(article, rows, generation, fingerprint)
-                report.count_stored(len(gone), len(new), replaced=article.id in known)
-        return report
+        return store_embedded(self.collection.store, items, lock_timeout)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from retrieval.collection.follower import LogFollower
 from retrieval.collection.lexical import Fts5Index, query_words
 from retrieval.records import Filters
 
@@ -180,7 +181,7 @@ class _Growing:
         return self.data[: self.size]
 
 
-class MemoryBm25:
+class MemoryBm25(LogFollower):
     """FTS5's bm25() over a store's passages, from postings in memory.
 
     Implements `retrieval.collection.lexical.LexicalIndex`. Built on its first search (7,827 BBC
@@ -342,26 +343,23 @@ class MemoryBm25:
     # -- keeping up with the store --------------------------------------------------------
 
     def _catch_up(self, generation: int) -> None:
-        """Applies the store's changes up to `generation` (inside its snapshot, locked)."""
-        if generation <= self.generation:
-            return
-        if self.generation < 0:
-            self._build()
-        else:
-            self._remove(self.store.removed_between(self.generation, generation))
-            self._add(self.store.passage_rows(since=self.generation, until=generation))
-        self.generation = generation
+        """Applies the store's changes up to `generation` (inside its snapshot, locked),
+        as everything derived from the store follows its log (follower.py)."""
+        self.follow(self.store, generation)
         if self._passage_ids.size - self._live_rows > max(self._live_rows, COMPACT_AFTER_DEAD):
             self._compact()
 
-    def _build(self) -> None:
+    def build(self, store: Store) -> None:
         """Every stored passage, from the store's own FTS5 index: no text is tokenized
         again (half the time of tokenizing it here)."""
-        self._append_rows(self.store.passage_ids())
-        for found in self.store.lexical_term_counts():
+        self._append_rows(store.passage_ids())
+        for found in store.lexical_term_counts():
             self._add_counts(*term_columns(found))
 
-    def _add(self, rows: Iterable[tuple[int, str, str]]) -> None:
+    def read_added(self, store: Store, since: int, until: int) -> list[tuple[int, str, str]]:
+        return list(store.passage_rows(since=since, until=until))
+
+    def add(self, rows: Iterable[tuple[int, str, str]]) -> None:
         batch: list[tuple[int, str, str]] = []
         for row in [*rows, None]:
             if row is not None:
@@ -403,7 +401,7 @@ class MemoryBm25:
             else:
                 postings.extend(rows[start:end], counts[start:end])
 
-    def _remove(self, passage_ids: NDArray[np.int64]) -> None:
+    def remove(self, passage_ids: NDArray[np.int64]) -> None:
         if not len(passage_ids):
             return
         held = self._passage_ids.view()

@@ -1,18 +1,28 @@
-"""From articles to the rows a write stores: chunked passages with their embedding inputs.
+"""The one ingest path: articles in, chunked and embedded passages stored, a report out.
 
-Pure functions of an article, the embedder's tokenizer and the chunker settings; the
-model itself runs in `Collection.add_articles`, outside any transaction.
+Every writer goes through it: `Collection.add_articles` (one collection), the sharded
+router's `add_articles` (it embeds, each shard stores its share) and Ray Data indexing
+(workers embed, each shard's writer stores). The steps:
+
+1. `prepared`: every article checked up front (no id twice, text or title), so a bad
+   one refuses the whole call before any batch is committed;
+2. `ingest_batches`: batches of INGEST_BATCH articles, each committed whole;
+3. `embed_articles`: chunk and embed a batch in one model call, outside any transaction;
+4. `store_embedded`: fingerprint, then write the batch in ONE transaction, skipping an
+   article stored unchanged (so a batch written twice adds nothing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from retrieval.collection.store import NewPassage
+from retrieval.collection import duplicates
+from retrieval.collection.store import NewPassage, Store
 from retrieval.errors import InputError
 from retrieval.ingestion.chunking import ChunkerSettings, chunk_text
 from retrieval.models.embedding import Embedder
@@ -47,6 +57,11 @@ class IngestReport:
             self.updated += 1
         else:
             self.added += 1
+
+    def add(self, other: IngestReport) -> None:
+        """Adds another report's counts (not its seconds) to this one."""
+        for name in ("added", "updated", "unchanged", "passages_added", "passages_removed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -139,3 +154,64 @@ def batched(items: Iterable[Article], size: int) -> Iterator[list[Article]]:
             batch = []
     if batch:
         yield batch
+
+
+def prepared(articles: Iterable[Article]) -> list[Article]:
+    """The articles as stored, all checked before any is written.
+
+    Raises:
+        InputError: an article with neither text nor title, or an id given twice.
+    """
+    return [indexable(article) for article in refuse_duplicate_ids(articles)]
+
+
+def ingest_batches(
+    articles: Sequence[Article],
+    add_batch: Callable[[list[Article]], IngestReport],
+    *,
+    batch_size: int = INGEST_BATCH,
+    progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Runs `add_batch` over `prepared` articles batch by batch; their reports, summed."""
+    report, started = IngestReport(), time.perf_counter()
+    for batch in batched(articles, batch_size):
+        report.add(add_batch(batch))
+        if progress:
+            progress(len(batch))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def embed_articles(
+    articles: Sequence[Article], embedder: Embedder, chunker: ChunkerSettings
+) -> list[list[NewPassage]]:
+    """Each article's passages with their vectors, from one model call for them all."""
+    pieces = [passages_for(article, embedder, chunker) for article in articles]
+    vectors = embedder.embed_documents([text for part in pieces for _, text in part])
+    rows, offset = [], 0
+    for part in pieces:
+        rows.append([with_vector(p, vectors[offset + i]) for i, (p, _) in enumerate(part)])
+        offset += len(part)
+    return rows
+
+
+def store_embedded(
+    store: Store, items: Sequence[tuple[Article, list[NewPassage]]], lock_timeout: float
+) -> IngestReport:
+    """Writes articles already chunked and embedded, in ONE transaction.
+
+    All or nothing, so a writer killed at any point leaves the store at a committed
+    generation. An article already stored unchanged is skipped. Fingerprints are made
+    before the transaction, so other writers wait only for the rows.
+    """
+    report = IngestReport()
+    fingerprints = [duplicates.fingerprint(article.text) for article, _ in items]
+    with store.transaction(lock_timeout) as generation:
+        known = store.content_hashes([article.id for article, _ in items])
+        for (article, rows), fingerprint in zip(items, fingerprints, strict=True):
+            if known.get(article.id) == article.content_hash():
+                report.unchanged += 1
+                continue
+            gone, new = store.put_article(article, rows, generation, fingerprint)
+            report.count_stored(len(gone), len(new), replaced=article.id in known)
+    return report

@@ -35,6 +35,10 @@ from retrieval.collection.store import Store
 from retrieval.records import Filters
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+# A query's distinct words past this many are not searched: each costs a pass over its
+# postings (or an FTS5 phrase), and a query may be a pasted page. The model reads a
+# query's first 256 word pieces, so lexical search reads about as far.
+MAX_QUERY_WORDS = 256
 
 
 class LexicalIndex(Protocol):
@@ -133,5 +137,13 @@ def fts_query(query: str) -> str:
 
 
 def query_words(query: str) -> list[str]:
-    """The query's words, lower-cased, each once, in order: the phrases of its MATCH."""
-    return list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
+    """The query's words, lower-cased, each once, in order: the phrases of its MATCH.
+
+    Its first MAX_QUERY_WORDS distinct words only; the rest of a longer query is ignored.
+    """
+    words: dict[str, None] = {}
+    for match in _WORD.finditer(query):
+        words[match.group().lower()] = None
+        if len(words) == MAX_QUERY_WORDS:
+            break
+    return list(words)

@@ -9,10 +9,11 @@ Shaped like Lucene's near-real-time readers and Qdrant's segments:
 - the **tombstones**: ids of checkpoint passages deleted after B, excluded from every
   search of the checkpoint.
 
-The store is the log. `catch_up(G)` reads the changes in generations (generation, G]
-from one read snapshot of the store (vectors added, ids removed) and applies them, so
-the index always reflects one whole committed generation: never half a write, never a
-passage twice (added ids lie above the index's generation, which it already holds in
+The store is the log, followed as everything derived from it is (follower.py):
+`catch_up(G)` reads the changes in generations (generation, G] from one read snapshot
+of the store (vectors added, ids removed) and applies them, so the index always
+reflects one whole committed generation: never half a write, never a passage twice
+(added ids lie above the index's generation, which it already holds in
 full), never a deleted one. A write therefore costs the store what it changes, and the
 index only its own rows; no file is written per write.
 
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from retrieval.collection.follower import LogFollower
 from retrieval.collection.index import FaissIndex
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ class IndexOutOfStepError(RuntimeError):
     """The index and the store disagree: a bug, never a state to serve from."""
 
 
-class LiveIndex:
+class LiveIndex(LogFollower):
     """A checkpoint, the passages added since, and the ids deleted since.
 
     Args:
@@ -60,25 +62,30 @@ class LiveIndex:
     # -- keeping up with the store --------------------------------------------------------
 
     def catch_up(self, store: Store, generation: int) -> None:
-        """Applies the store's changes in (self.generation, generation].
+        """Applies the store's changes in (self.generation, generation] (follower.py).
 
-        Call it inside `store.snapshot()` whose generation is `generation`, holding
-        `lock`. Catching up to an older or equal generation does nothing.
+        Call it inside `store.snapshot()` whose generation is `generation`. Catching up
+        to an older or equal generation does nothing.
 
         Raises:
             IndexOutOfStepError: the store names a passage the index already holds.
         """
         with self.lock:
-            if generation <= self.generation:
-                return
-            removed = store.removed_between(self.generation, generation)
-            added = list(store.vectors(self.base.dim, since=self.generation, until=generation))
-            self._remove(removed)
-            for ids, vectors in added:
-                self._add(ids, vectors)
-            self.generation = generation
+            self.follow(store, generation)
 
-    def _remove(self, ids: Ids) -> None:
+    def build(self, store: Store) -> None:
+        raise IndexOutOfStepError("a live index starts from a checkpoint, never from nothing")
+
+    def read_added(
+        self, store: Store, since: int, until: int
+    ) -> list[tuple[Ids, NDArray[np.float32]]]:
+        return list(store.vectors(self.base.dim, since=since, until=until))
+
+    def add(self, added: list[tuple[Ids, NDArray[np.float32]]]) -> None:
+        for ids, vectors in added:
+            self._add(ids, vectors)
+
+    def remove(self, ids: Ids) -> None:
         if not len(ids):
             return
         self.delta.remove(ids)
@@ -111,6 +118,15 @@ class LiveIndex:
             self._tombstones = np.zeros(0, np.int64)
             self._base_ids = np.sort(base.ids())
             self.catch_up(store, generation)
+
+    def checkpoint(self) -> tuple[FaissIndex, int]:
+        """The checkpoint and its generation, read together under `lock`.
+
+        Read apart, a `swap` between the two reads pairs an old checkpoint with a newer
+        generation: a checkpoint merged from that pair lacks what changed in between.
+        """
+        with self.lock:
+            return self.base, self.base_generation
 
     # -- searching ------------------------------------------------------------------------
 

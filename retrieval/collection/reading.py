@@ -56,6 +56,14 @@ class SearchReader(Protocol):
     def has_article(self, article_id: str) -> bool: ...
 
 
+# The reads of the protocol, by name: a shard server answers exactly these
+# (`ShardServer.read`), so the one protocol is the whole read surface of a shard too.
+SEARCH_READS = frozenset(
+    name for name, value in vars(SearchReader).items()
+    if callable(value) and not name.startswith("_")
+)
+
+
 class Searchable(Protocol):
     """What the Retriever searches: a model for queries, consistent reads, and BM25."""
 

@@ -14,7 +14,8 @@ this module maps each entry:
   author's name, when given.
 
 feedparser and inscriptis are imported here only, and this module only when a feed is
-loaded.
+loaded; when they cannot be imported, importing this module raises MissingDependencyError,
+which names the extra to install.
 """
 
 from __future__ import annotations
@@ -28,11 +29,16 @@ from itertools import groupby
 from typing import Any
 from urllib.parse import urlsplit
 
-import feedparser
-from inscriptis import get_text
-
-from retrieval.errors import InputError
+from retrieval.errors import InputError, MissingDependencyError
 from retrieval.records import Article, iso_date
+
+try:
+    import feedparser
+    from inscriptis import get_text
+except ImportError as error:
+    raise MissingDependencyError(
+        "reading feeds", "feedparser and inscriptis", "engine", error
+    ) from error
 
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _ENCODING_PROBLEMS = (feedparser.CharacterEncodingOverride, feedparser.CharacterEncodingUnknown)

@@ -11,18 +11,23 @@ name). This module only maps its result onto an `Article`:
   metadata["author"] when the page names one.
 - a page with a title and no article text is a title-only article: its text is its title.
 
-trafilatura is imported here only, and this module only when a page is loaded.
+trafilatura is imported here only, and this module only when a page is loaded; when
+trafilatura cannot be imported, importing this module raises MissingDependencyError,
+which names the extra to install.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import trafilatura
-from trafilatura.xml import xmltotxt
-
-from retrieval.errors import InputError
+from retrieval.errors import InputError, MissingDependencyError
 from retrieval.records import Article, iso_date
+
+try:
+    import trafilatura
+    from trafilatura.xml import xmltotxt
+except ImportError as error:  # e.g. lxml without lxml_html_clean, which justext imports
+    raise MissingDependencyError("reading HTML pages", "trafilatura", "engine", error) from error
 
 # Dates from the page's markup (meta tags, JSON-LD, <time>, the URL) only: the extensive
 # search also guesses from any date-like text, such as a copyright line's year.

@@ -82,6 +82,27 @@ def describe_default() -> str:
     return choice.reason()
 
 
+def remeasure_default(model: str | Path = DEFAULT_MODEL) -> str:
+    """Measures the automatic choice again and caches it; says what it chose and how noisy.
+
+    For a choice made while the machine was busy (`retrieval info --remeasure`).
+
+    Raises:
+        InputError: the model is no folder on disk.
+    """
+    from retrieval.models.choice import chosen_backend
+    from retrieval.models.embedding import resolve_model
+
+    location = resolve_model(model)
+    if not isinstance(location, Path):
+        raise InputError(f"model {model!r} is no folder on disk: nothing to measure")
+    reason = chosen_backend(location, remeasure=True).reason()
+    named = os.environ.get(BACKEND_VARIABLE, "").strip()
+    if named and named != "auto":
+        reason += f" (${BACKEND_VARIABLE}={named} still overrides it)"
+    return reason
+
+
 def make_embedder(backend: str | None = None, model: str | Path = DEFAULT_MODEL) -> Embedder:
     """The embedder for a backend name: "torch", "openvino-int8" or "openvino-fp32".
 

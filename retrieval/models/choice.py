@@ -8,7 +8,11 @@ this model and export recipe, retrieval/evaluation/guard.py) embeds the same tex
 with the
 best score wins. The choice is cached beside the model exports, keyed by the model, the
 CPU and the libraries, so it is made once per machine; `retrieval info` says what was
-chosen and why.
+chosen and why, and `retrieval info --remeasure` makes it again.
+
+A choice records how noisy its measurement was: the load average when it began, and for
+each backend how far its rounds spread. A first choice made while the machine was busy
+(the first `make serve` measured during a large install) says so, and can be remade.
 
 The score is the geometric mean of three speed-ups over torch, each of which a news
 service pays for: one short query embedded alone (what a lone search waits for),
@@ -28,6 +32,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -46,6 +51,11 @@ QUERY_BATCH = 32  # the service's largest micro-batch (service.settings max_batc
 PASSAGE_SAMPLES = 64
 ROUNDS = 3  # turns each candidate takes (its best counts)
 CHOICE_VERSION = 3  # bump when the measurement changes: earlier choices are then remade
+# A measurement is called noisy when some backend's rounds differ by more than this
+# (worst against best, in any of the three speeds) ...
+NOISY_SPREAD = 0.2
+# ... or when the machine's load average was above this share of its CPUs as it began.
+NOISY_LOAD_PER_CPU = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,18 +66,44 @@ class Speed:
 
 
 @dataclass(frozen=True)
+class Noise:
+    """How much the machine disturbed a measurement."""
+
+    load_average: float  # 1-minute load average as the measurement began
+    cpus: int
+    spread: dict[str, float]  # per backend: (worst - best) / best of a speed over the rounds
+
+    def noisy(self) -> bool:
+        return (max(self.spread.values(), default=0.0) > NOISY_SPREAD
+                or self.load_average > NOISY_LOAD_PER_CPU * self.cpus)
+
+    def describe(self) -> str:
+        spreads = ", ".join(f"{name} {100 * value:.0f}%" for name, value in self.spread.items())
+        verdict = ("noisy: remake it on a quiet machine with `retrieval info --remeasure`"
+                   if self.noisy() else "quiet")
+        return (f"load average {self.load_average:.2f} on {self.cpus} CPUs, rounds differing "
+                f"by up to {spreads}; {verdict}")
+
+
+@dataclass(frozen=True)
 class Choice:
     backend: str
-    speeds: dict[str, Speed]  # every candidate measured
+    speeds: dict[str, Speed]  # every candidate measured (its best round)
     cpu: str
     made: str  # when, UTC
+    noise: Noise | None = None  # None: not measured, or chosen before noise was recorded
 
     def reason(self) -> str:
         """What `retrieval info` prints."""
+        if not self.speeds:
+            return f"{self.backend}, {self.made}"
         parts = [f"{name} {s.query_ms:.1f} ms/query, {s.queries_per_s:.0f} queries/s in "
                  f"batches, {s.passages_per_s:.0f} passages/s" for name, s in self.speeds.items()]
+        noise = (self.noise.describe() if self.noise is not None
+                 else "noise not recorded: `retrieval info --remeasure` records it")
         return (f"{self.backend}, the fastest on this CPU ({self.cpu}) of the backends that "
-                f"passed the quality guard, measured {self.made}: " + "; ".join(parts))
+                f"passed the quality guard, measured {self.made}: " + "; ".join(parts)
+                + f" ({noise})")
 
 
 def default_choice_dir() -> Path:
@@ -106,16 +142,17 @@ def choice_path(model_dir: Path, names: list[str], directory: Path) -> Path:
 
 
 def chosen_backend(model_dir: Path, *, directory: Path | None = None,
-                   measure: Callable[[list[str], Path], dict[str, Speed]] | None = None,
-                   ) -> Choice:
+                   measure: Callable[[list[str], Path], dict[str, list[Speed]]] | None = None,
+                   remeasure: bool = False) -> Choice:
     """The cached choice for this model and machine, measured now if there is none.
 
     Two processes starting at once measure once: the second waits for the first's file.
+    `remeasure` measures again and replaces the cached choice (`retrieval info --remeasure`).
     """
     names = eligible(model_dir)
     directory = directory or default_choice_dir()
     path = choice_path(model_dir, names, directory)
-    cached = read_choice(path)
+    cached = None if remeasure else read_choice(path)
     if cached is not None:
         return cached
     if names == ["torch"]:
@@ -123,18 +160,46 @@ def chosen_backend(model_dir: Path, *, directory: Path | None = None,
     directory.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent first use measures meanwhile
-        cached = read_choice(path)
+        cached = None if remeasure else read_choice(path)
         if cached is not None:
             return cached
         logger.warning("choosing the embedding backend for this CPU among %s (once per "
                        "machine; cached in %s)", ", ".join(names), path)
-        speeds = (measure or measure_speeds)(names, model_dir)
-        choice = Choice(best(speeds), speeds, cpu_summary(),
-                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        choice = measured_choice(names, model_dir, measure or measure_speeds)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(choice), indent=2), "utf-8")
         tmp.replace(path)
+    if choice.noise is not None and choice.noise.noisy():
+        logger.warning("the backend choice was measured on a busy machine (%s)",
+                       choice.noise.describe())
     return choice
+
+
+def measured_choice(names: list[str], model_dir: Path,
+                    measure: Callable[[list[str], Path], dict[str, list[Speed]]]) -> Choice:
+    """Measures the candidates: each keeps its best round; the spread of rounds is noise."""
+    load_average = os.getloadavg()[0]
+    rounds = measure(names, model_dir)
+    speeds = {name: best_round(measured) for name, measured in rounds.items()}
+    noise = Noise(round(load_average, 2), os.cpu_count() or 1,
+                  {name: round(spread(measured), 3) for name, measured in rounds.items()})
+    return Choice(best(speeds), speeds, cpu_summary(),
+                  time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), noise)
+
+
+def best_round(measured: list[Speed]) -> Speed:
+    """The best of each speed over the rounds: what the backend does undisturbed."""
+    return Speed(min(s.query_ms for s in measured), max(s.passages_per_s for s in measured),
+                 max(s.queries_per_s for s in measured))
+
+
+def spread(measured: list[Speed]) -> float:
+    """The largest (worst - best) / best of the three speeds over the rounds."""
+    pairs = [(max(s.query_ms for s in measured), min(s.query_ms for s in measured))]
+    for field in ("passages_per_s", "queries_per_s"):
+        values = [getattr(s, field) for s in measured]
+        pairs.append((max(values), min(values)))  # time per item: the slowest over the fastest
+    return max(slow / fast - 1 for slow, fast in pairs)
 
 
 def read_choice(path: Path) -> Choice | None:
@@ -142,7 +207,8 @@ def read_choice(path: Path) -> Choice | None:
         return None
     data = json.loads(path.read_text("utf-8"))
     speeds = {name: Speed(**s) for name, s in data["speeds"].items()}
-    return Choice(data["backend"], speeds, data["cpu"], data["made"])
+    noise = Noise(**data["noise"]) if data.get("noise") else None  # older files have none
+    return Choice(data["backend"], speeds, data["cpu"], data["made"], noise)
 
 
 def cached_choice(model_dir: Path, directory: Path | None = None) -> Choice | None:
@@ -163,13 +229,13 @@ def best(speeds: dict[str, Speed]) -> str:
     return max(speeds, key=lambda name: (score(speeds[name]), name == "torch"))
 
 
-def measure_speeds(names: list[str], model_dir: Path) -> dict[str, Speed]:
+def measure_speeds(names: list[str], model_dir: Path) -> dict[str, list[Speed]]:
     """Embeds the fixed calibration texts (news-like passages and queries) with each backend.
 
-    The backends take turns, ROUNDS times, and each keeps its best round: a machine busy
-    with other work slows every candidate alike instead of the one measured at that moment
-    (a first choice made during a large install had picked fp32 for a backend measured
-    while the install ran).
+    The backends take turns, ROUNDS times, and the speeds of every round come back: each
+    keeps its best (`best_round`), so a machine busy with other work slows every
+    candidate alike instead of the one measured at that moment (a first choice made
+    during a large install had picked fp32 for a backend measured while the install ran).
     """
     from retrieval.models.backends import make_embedder
     from retrieval.models.calibration import N_PASSAGES, calibration_texts
@@ -197,11 +263,7 @@ def measure_speeds(names: list[str], model_dir: Path) -> dict[str, Speed]:
             rounds[name].append(Speed(round(1000 * statistics.median(timings), 3),
                                       round(len(passages) / seconds, 1),
                                       round(QUERY_BATCH / batch_s, 1)))
-    return {
-        name: Speed(min(s.query_ms for s in measured), max(s.passages_per_s for s in measured),
-                    max(s.queries_per_s for s in measured))
-        for name, measured in rounds.items()
-    }
+    return rounds
 
 
 def _version(package: str) -> str | None:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from retrieval.errors import InputError
+from retrieval.errors import InputError, MissingDependencyError
 from retrieval.models.calibration import calibration_digest, calibration_texts
 from retrieval.models.embedding import (
     DEFAULT_MODEL,
@@ -58,6 +58,9 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Padded tokens are masked out of attention and of the mean, so vectors do not change.
 SHORT_PAD = 16
 PAD_TO = 32
+# Inference threads of each model, when set (else every logical core): processes that
+# share a machine (a service and a `retrieval index`) each get their share of the cores.
+THREADS_VARIABLE = "RETRIEVAL_MODEL_THREADS"
 
 
 def default_cache_dir() -> Path:
@@ -68,6 +71,36 @@ def backend_name(precision: str) -> str:
     return f"openvino-{precision}"
 
 
+def threads_from_environment() -> int | None:
+    """$RETRIEVAL_MODEL_THREADS as a number of threads, or None when it is not set.
+
+    Raises:
+        InputError: it is set to anything but a whole number of at least 1.
+    """
+    value = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise InputError(f"{THREADS_VARIABLE}={value!r}: give a whole number of threads, "
+                         "at least 1 (or unset it to use every core)")
+    return int(value)
+
+
+def import_openvino(precision: str) -> Any:
+    """The openvino module, or an error naming the extra that installs it.
+
+    Raises:
+        MissingDependencyError: openvino cannot be imported.
+    """
+    try:
+        import openvino
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"the {backend_name(precision)} backend", "openvino", "fast", error
+        ) from error
+    return openvino
+
+
 class OpenVinoEmbedder:
     """An Embedder running an OpenVINO export of a sentence-transformers model on the CPU.
 
@@ -76,7 +109,8 @@ class OpenVinoEmbedder:
         precision: "int8" (static quantisation, the fast one) or "fp32" (a plain export).
         cache_dir: where exports are kept (default ~/.cache/retrieval/models).
         batch_size: texts per inference call, after sorting by length.
-        threads: inference threads; None uses every logical core, for single queries too.
+        threads: inference threads; None reads $RETRIEVAL_MODEL_THREADS, else uses every
+            logical core, for single queries too.
             An earlier version ran calls of fewer than 4 texts on one thread (on an older
             OpenVINO, two had taken ~11 ms against one's ~3.6 ms); served on 2 cores, two
             threads answered a lone hybrid search about 1 ms sooner (p50 3.8-5.0 against
@@ -95,11 +129,11 @@ class OpenVinoEmbedder:
         batch_size: int = 32,
         threads: int | None = None,
     ) -> None:
-        import openvino as ov
         from tokenizers import Tokenizer
 
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        ov = import_openvino(precision)
         location = resolve_model(model)
         if not isinstance(location, Path):
             raise InputError(f"model {model!r} is neither {DEFAULT_MODEL!r} nor an existing folder")
@@ -119,8 +153,14 @@ class OpenVinoEmbedder:
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
 
         core, xml = ov.Core(), str(self._export / "model.xml")
-        config = {"PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1}
+        # No pinning: OpenVINO pins its threads to cores by default on Linux, so two
+        # processes (a service and a `retrieval index`) pin theirs to the same cores,
+        # where the OS cannot move them apart (Intel's note 000058227: inference time
+        # doubles with two processes). torch does not pin, and slowed searches 1.9x where
+        # OpenVINO slowed them 5.4x (issue 22, item 3).
+        config = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False,
+                  "INFERENCE_NUM_THREADS": threads or threads_from_environment()
+                  or os.cpu_count() or 1}
         compiled = core.compile_model(xml, "CPU", config)
         self._request = compiled.create_infer_request()
         self._inputs = {port.get_any_name() for port in compiled.inputs}
@@ -332,7 +372,9 @@ def ensure_export(model_dir: Path, precision: str, cache_dir: Path) -> Path:
 
 def export(model_dir: Path, out: Path, *, precision: str) -> None:
     """Converts the model's transformer to OpenVINO IR (quantised for int8) in `out`."""
-    import openvino as ov
+    ov = import_openvino(precision)
+    if precision == "int8":
+        import_nncf()  # before the conversion's minutes, not after them
     import torch
     from tokenizers import Tokenizer
     from transformers import AutoModel
@@ -370,8 +412,7 @@ def export(model_dir: Path, out: Path, *, precision: str) -> None:
 
 def quantize(model: Any, tokenizer: Any) -> Any:
     """Static int8 quantisation (weights and activations) calibrated on the fixed texts."""
-    import nncf
-
+    nncf = import_nncf()
     texts = calibration_texts()
     feeds = [encode_batch(tokenizer, [text]) for text in texts]
     # NNCF draws its progress bars on standard output, which belongs to the command that
@@ -385,6 +426,17 @@ def quantize(model: Any, tokenizer: Any) -> Any:
         )
 
 
+def import_nncf() -> Any:
+    """The nncf module (int8 exports only), or an error naming the extra that installs it."""
+    try:
+        import nncf
+    except ImportError as error:
+        raise MissingDependencyError(
+            "exporting the openvino-int8 backend", "nncf", "fast", error
+        ) from error
+    return nncf
+
+
 def file_digest(*paths: Path) -> str:
     digest = hashlib.sha256()
     for path in paths:
@@ -395,7 +447,7 @@ def file_digest(*paths: Path) -> str:
 
 
 def read_dim(model_xml: Path) -> int:
-    import openvino as ov
+    import openvino as ov  # export() imported it already
 
     model = ov.Core().read_model(str(model_xml))
     return int(model.outputs[0].get_partial_shape()[2].get_length())

@@ -30,9 +30,6 @@ MODES: tuple[str, ...] = get_args(Mode)
 DEFAULT_MODE: Mode = "hybrid"
 Sort = Literal["score", "date"]
 MAX_K = 10_000
-# The service refuses a query longer than this (its schema uses it): the model reads 256
-# word pieces (~1,000 characters of news text), so the rest of a longer one is not read.
-MAX_QUERY_CHARS = 2000
 # Highlighting embeds every sentence of every hit it marks: only the first hits of each
 # query are marked, so one request cannot ask for thousands of sentence embeddings.
 HIGHLIGHT_MAX_HITS = 10
@@ -128,13 +125,16 @@ def option_help(name: str) -> str:
 
 
 def check_queries(queries: Sequence[str]) -> None:
-    """Refuses a batch that is not a list of non-empty strings."""
+    """Refuses a batch that is not a list of non-empty strings.
+
+    A query of any length is taken (a labelled set's longest may be a paragraph): the
+    model reads its first word pieces, as many as it was trained on (256 for the default
+    model, about 1,000 characters of news text), and lexical search its first 256
+    distinct words (`retrieval.collection.lexical.MAX_QUERY_WORDS`); the rest is not
+    read. Only the HTTP service bounds a query's length (service/schemas.py).
+    """
     if isinstance(queries, str):
         raise InputError("search_batch takes a list of queries, not one string: use search()")
     for query in queries:
         if not isinstance(query, str) or not query.strip():
             raise InputError("query is empty: give a few words to search for")
-        if len(query) > MAX_QUERY_CHARS:
-            raise InputError(
-                f"query is {len(query)} characters long: the limit is {MAX_QUERY_CHARS}"
-            )

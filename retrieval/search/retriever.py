@@ -28,9 +28,8 @@ from retrieval.search.fusion import (
     Fusion,
     Ranking,
     candidates_of,
-    fuse_rankings,
-    ranking_depth,
-    reciprocal_rank_fusion,
+    fuse_beyond,
+    fuse_pool,
 )
 from retrieval.search.highlight import best_sentences
 from retrieval.search.hits import make_hits
@@ -117,7 +116,9 @@ class Retriever:
         """The k passages closest to the query, best first (or newest first).
 
         Args:
-            query: free text.
+            query: free text, of any length: the model reads its first word pieces (256
+                for the default model, about 1,000 characters of news text) and lexical
+                search its first 256 distinct words; the rest is not read.
             k, mode, filters, max_per_article, offset, highlight, min_score,
                 recency_half_life_days, now, sort, collapse: see `SearchOptions`.
 
@@ -281,15 +282,35 @@ class Retriever:
         if mode == "lexical":
             return self._lexical(query, k, filters, allowed)
         assert vector is not None
-        # The two halves stay arrays until fused: a hybrid search makes Candidates only
-        # for the k it returns, not for the 2 x HYBRID_CANDIDATES it fuses.
-        depth = ranking_depth(mode, k)
+        return self._hybrid(reader, query, vector, k, filters, allowed)
+
+    def _hybrid(
+        self,
+        reader: SearchReader,
+        query: str,
+        vector: np.ndarray,
+        k: int,
+        filters: Filters,
+        allowed: np.ndarray | None,
+    ) -> list[Candidate]:
+        """The first k passages of the hybrid ranking.
+
+        The ranking depends on the query, the collection and the options, never on k or
+        offset, so that pages tile it and a deeper search (for a cap, collapsing,
+        freshness) extends it instead of changing it: the best `fusion.depth` passages
+        of each half are fused, normalised over that pool alone, and every other passage
+        follows in dense order, scored below the pool (`fuse_beyond`).
+        """
+        depth = self.fusion.depth
+        # The halves stay arrays until fused: Candidates are made only for what is returned.
         dense = self._dense_ranking(reader, vector, depth, allowed)
         lexical = self._lexical_ranking(query, depth, filters, allowed)
-        if self.fusion.method == "rrf":
-            return reciprocal_rank_fusion([candidates_of(dense), candidates_of(lexical)])[:k]
-        return fuse_rankings(dense, lexical, alpha=self.fusion.alpha,
-                             method=self.fusion.method, limit=k)
+        pool = fuse_pool(dense, lexical, self.fusion)
+        if len(pool) >= k or len(dense[0]) < depth:
+            return pool[:k]  # a short dense half holds every passage: none follows
+        # The dense top k holds at most len(pool) pooled passages: enough follow.
+        deeper = self._dense_ranking(reader, vector, k, allowed)
+        return [*pool, *fuse_beyond(dense, lexical, self.fusion, deeper)][:k]
 
     def _dense(
         self, reader: SearchReader, vector: np.ndarray, k: int, allowed: np.ndarray | None
