@@ -6,19 +6,13 @@ worker task takes the first job, then gathers more for up to `window_s` or until
 That thread embeds every query of the batch in ONE `embed_queries` call, then answers
 each job with `Retriever.search_embedded` under that job's own options.
 
-Why two threads, one for the model and one for the searches: a batch's searches (BM25,
-FAISS, fusion, SQLite, all Python under the GIL) cost about as much CPU as its model call
-(a profile under load at concurrency 32: 55% of the worker's time in the model, 43% in
-the searches). Answered one after the other on one thread, each core sat idle in turn:
-the model's threads wait while a batch is searched, and the searches wait while the
-next batch is embedded. So the model's thread embeds batch n+1 while the search thread
-answers batch n (OpenVINO and torch release the GIL while they run); at most one batch is
-searched while the next is embedded, so the work in flight stays bounded. A second
-search thread running the model would only add contention (docs/performance.md).
-A sharded collection on Ray is different: a search there mostly waits for its shards'
-answers. With `search_threads` > 1 each job's search runs on a pool of that many threads,
-so the rounds of concurrent searches are in flight together, instead of each request's
-round trip queueing behind the others'. Why a
+Why one thread: on two cores the model and FAISS compete for the same cores; a second
+thread running the model only adds contention (measured: docs/performance.md, "Where
+the time goes"). A sharded collection on Ray is different: a search there mostly waits
+for its shards' answers. With `search_threads` > 1 the model thread only embeds, and each
+job's search runs on a pool of that many threads while the next batch is collected and
+embedded: the rounds of concurrent searches are then in flight together, instead of each
+request's round trip queueing behind the others'. Why a
 window: a model call on 32 queries costs far less than 32 calls on one, and a few
 milliseconds of waiting is small next to a single query's embedding time.
 
@@ -39,10 +33,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -104,8 +97,7 @@ class Batcher:
         timeout_s: each search's deadline, from the moment it is asked.
         on_batch: called with each model call's number of queries (for metrics).
         search_threads: searches run at once (see the module docstring); 1 answers
-            each batch's on one search thread, one after another, while the model's
-            thread embeds the next batch.
+            them on the model's thread, one after another.
     """
 
     def __init__(
@@ -129,9 +121,10 @@ class Batcher:
         self._waiting = 0  # queries in self._queue
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self._highlighter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="highlight")
-        self._searchers = ThreadPoolExecutor(max_workers=search_threads,
-                                             thread_name_prefix="searches")
-        self._search_threads = search_threads
+        self._searchers = (
+            ThreadPoolExecutor(max_workers=search_threads, thread_name_prefix="searches")
+            if search_threads > 1 else None
+        )
         # Highlights and pooled searches: tasks that outlive a batch, ended by stop().
         self._background: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -154,7 +147,8 @@ class Batcher:
                     ServiceStoppingError("the service is shutting down"))
         self._executor.shutdown(wait=True)
         self._highlighter.shutdown(wait=True)
-        self._searchers.shutdown(wait=True)
+        if self._searchers is not None:
+            self._searchers.shutdown(wait=True)
 
     @property
     def waiting(self) -> int:
@@ -208,75 +202,42 @@ class Batcher:
     # -- the worker ----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        searching: asyncio.Task[None] | None = None  # the batch on the search thread
+        loop = asyncio.get_running_loop()
         while True:
             jobs = self._live(await self._collect())
             if not jobs:
                 continue
-            if len(jobs) == 1 and self._search_threads == 1:
-                # A lone request (no load to overlap with): embedded and searched in one
-                # hop to the model's thread, as a second hop would cost it 0.3-0.6 ms.
-                await self._answer_on_model_thread(jobs[0])
+            if self._searchers is not None:
+                await self._embed_then_search(jobs)
                 continue
-            vectors = await self._embed_batch(jobs)
-            if self._search_threads > 1:
-                for i, job in enumerate(jobs):
-                    self._in_background(self._search_on_pool(job, vectors, i))
-                continue
-            if searching is not None:
-                # At most one batch is searched while the next is embedded: the work in
-                # flight stays bounded, and jobs wait in the queue (and batch up) instead.
-                await searching
-            searching = self._in_background(self._search_batch(jobs, vectors))
+            try:
+                answers = await loop.run_in_executor(self._executor, self._answer_all, jobs)
+            except BaseException as error:  # cancelled mid-batch: nobody may hang
+                for job in jobs:
+                    _settle(job, ServiceStoppingError(f"search interrupted: {error!r}"))
+                raise
+            for job, (outcome, vectors) in zip(jobs, answers, strict=True):
+                self._deliver(job, outcome, vectors)
 
-    async def _answer_on_model_thread(self, job: Job) -> None:
+    async def _embed_then_search(self, jobs: list[Job]) -> None:
+        """Embeds the batch on the model's thread, then starts each job's search on the
+        search pool without waiting for it: the next batch is collected meanwhile."""
         loop = asyncio.get_running_loop()
         try:
-            outcome, vectors = await loop.run_in_executor(
-                self._executor, self._answer_alone, job)
-        except BaseException as error:  # cancelled mid-search: nobody may hang
-            _settle(job, ServiceStoppingError(f"search interrupted: {error!r}"))
-            raise
-        self._deliver(job, outcome, vectors)
-
-    async def _embed_batch(self, jobs: list[Job]) -> dict[int, np.ndarray] | None:
-        """The batch's query vectors, from one call on the model's thread."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._embed_or_none, jobs)
+            vectors = await loop.run_in_executor(self._executor, self._embed_or_none, jobs)
         except BaseException as error:  # cancelled mid-batch: nobody may hang
             for job in jobs:
                 _settle(job, ServiceStoppingError(f"search interrupted: {error!r}"))
             raise
-
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Runs `work` as a task that stop() cancels and awaits."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
-    async def _search_batch(
-        self, jobs: list[Job], vectors: dict[int, np.ndarray] | None
-    ) -> None:
-        """Answers the batch's jobs on the search thread, each delivered as soon as it is
-        searched: a client whose answer came back can send its next search meanwhile."""
-        loop = asyncio.get_running_loop()
-
-        def deliver(job: Job, answer: Answer) -> None:  # on the search thread
-            loop.call_soon_threadsafe(self._deliver, job, *answer)
-
-        try:
-            await loop.run_in_executor(self._searchers, self._answer_each, jobs, vectors,
-                                       deliver)
-        except BaseException as error:  # cancelled by stop(): nobody may hang
-            for job in jobs:
-                _settle(job, ServiceStoppingError(f"search interrupted: {error!r}"))
-            raise
+        for i, job in enumerate(jobs):
+            task = loop.create_task(self._search_on_pool(job, vectors, i))
+            self._background.add(task)  # stop() cancels and awaits these too
+            task.add_done_callback(self._background.discard)
 
     async def _search_on_pool(
         self, job: Job, vectors: dict[int, np.ndarray] | None, i: int
     ) -> None:
+        assert self._searchers is not None
         loop = asyncio.get_running_loop()
         try:
             if vectors is None:  # the batch's model call failed: this job alone
@@ -341,7 +302,9 @@ class Batcher:
         if isinstance(outcome, BaseException) or not job.options.highlight:
             _settle(job, outcome)
             return
-        self._in_background(self._highlight(job, outcome, vectors))
+        task = asyncio.get_running_loop().create_task(self._highlight(job, outcome, vectors))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _highlight(self, job: Job, hits: list[list[Hit]], vectors: np.ndarray | None) -> None:
         loop = asyncio.get_running_loop()
@@ -354,19 +317,17 @@ class Batcher:
             raise
         _settle(job, outcome)
 
-    # -- on the model's thread and the search thread ----------------------------------
+    # -- on the search thread ------------------------------------------------------------
 
-    def _answer_each(
-        self, jobs: list[Job], vectors: dict[int, np.ndarray] | None,
-        deliver: Callable[[Job, Answer], None],
-    ) -> None:
-        """Answers job by job from the batch's vectors, handing each answer to `deliver`;
-        embeds each job alone if the batch's model call failed (None), so one odd query
-        cannot fail its neighbours."""
-        for i, job in enumerate(jobs):
-            answer = self._answer_alone(job) if vectors is None else self._answer(
-                job, vectors.get(i))
-            deliver(job, answer)
+    def _answer_all(self, jobs: list[Job]) -> list[Answer]:
+        """Embeds the batch's queries in one call, then answers job by job."""
+        try:
+            vectors = self._embed(jobs)
+        except Exception:
+            # One odd query must not fail its neighbours: embed job by job instead.
+            logger.exception("batched embedding failed; embedding job by job")
+            return [self._answer_alone(job) for job in jobs]
+        return [self._answer(job, vectors.get(i)) for i, job in enumerate(jobs)]
 
     def _embed(self, jobs: Sequence[Job]) -> dict[int, np.ndarray]:
         """Query vectors per job index, for the jobs that need them, from one model call."""
@@ -391,8 +352,6 @@ class Batcher:
         return self._answer(job, vectors)
 
     def _answer(self, job: Job, vectors: np.ndarray | None) -> Answer:
-        if job.expired():  # it waited past its deadline behind the batch before it
-            return self._timed_out(), None
         try:
             return self._search(job.queries, vectors, job.options), vectors
         except Exception as error:  # delivered to the request that caused it

@@ -45,10 +45,9 @@ class Settings(BaseSettings):
         max_highlight_hits: the most hits one request may ask to highlight, counted as
             queries x min(k, HIGHLIGHT_MAX_HITS); more is refused with 422.
         search_threads: searches answered at once, after their batch is embedded. 1
-            for one process: one search thread answers a batch while the model's thread
-            embeds the next (service/batching.py); a sharded collection on Ray mostly
-            waits for shards' answers, so more threads keep concurrent searches' rounds
-            in flight together (service/ray_serve.py).
+            for one process (the model and FAISS compete for the same cores); a sharded
+            collection on Ray mostly waits for shards' answers, so more threads keep
+            concurrent searches' rounds in flight together (service/ray_serve.py).
         warm_up: what the model prepares before the service says it is ready: "queries"
             (every batch shape of queries up to QUERY_WARM_UP_TOKENS word pieces, about
             1 s with OpenVINO), "all" (every shape up to the model's limit, the write

@@ -266,50 +266,6 @@ def test_a_search_past_its_deadline_times_out_and_is_never_run():
     assert retriever.embedded == [["running"], ["later"]]
 
 
-class SearchHeldRetriever(FakeRetriever):
-    """Holds the first search at `gate`; records every batch it searches."""
-
-    def __init__(self, gate):
-        super().__init__()
-        self.search_gate, self.searched = gate, []
-
-    def search_embedded(self, queries, vectors, options):
-        if not self.searched:
-            self.search_gate.pass_through()
-        self.searched.append(list(queries))
-        return super().search_embedded(queries, vectors, options)
-
-
-def test_the_next_batch_is_embedded_while_one_is_searched():
-    gate = Gate()
-    retriever = SearchHeldRetriever(gate)
-    batcher = Batcher(retriever, window_s=0.05, max_batch=32)
-
-    async def main():
-        batcher.start()
-        try:
-            # Two jobs queued before the worker wakes: one batch, its search held.
-            first = [asyncio.ensure_future(batcher.search([q], SearchOptions())) for q in "ab"]
-            await asyncio.to_thread(gate.arrived.wait, WAIT_S)
-            second = [asyncio.ensure_future(batcher.search([q], SearchOptions())) for q in "cd"]
-            waited = 0.0
-            while ["c", "d"] not in retriever.embedded and waited < WAIT_S:
-                await asyncio.sleep(0.01)
-                waited += 0.01
-            embedded_meanwhile = list(retriever.embedded)
-            gate.open()
-            answers = await asyncio.gather(*first, *second)
-            return embedded_meanwhile, answers
-        finally:
-            gate.open()
-            await batcher.stop()
-
-    embedded_meanwhile, answers = asyncio.run(main())
-    assert embedded_meanwhile == [["a", "b"], ["c", "d"]]  # before the held search ended
-    assert [a[0][0].text for a in answers] == ["a", "b", "c", "d"]
-    assert retriever.searched == [["a"], ["b"], ["c"], ["d"]]
-
-
 # -- the same over HTTP: 503 with Retry-After ----------------------------------------------
 
 
