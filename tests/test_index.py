@@ -181,7 +181,8 @@ def articles():
 def dense_ids(collection, query, k=50, filters=None):
     from retrieval.search.retriever import Retriever
 
-    hits = Retriever(collection).search(query, k, filters=filters)
+    # Passages, not stories: every passage of an article counts here.
+    hits = Retriever(collection).search(query, k, filters=filters, collapse=False)
     return [hit.passage_id for hit in hits], {hit.article_id for hit in hits}
 
 

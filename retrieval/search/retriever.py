@@ -303,45 +303,50 @@ class Retriever:
         """
         depth = self.fusion.depth
         # The halves stay arrays until fused: Candidates are made only for what is returned.
-        dense = self._dense_ranking(reader, vector, depth, allowed)
-        lexical = self._lexical_ranking(query, depth, filters, allowed)
+        dense = dense_ranking(reader, vector, depth, allowed)
+        lexical = lexical_ranking(self.lexical, query, depth, filters, allowed)
         pool = fuse_pool(dense, lexical, self.fusion)
         if len(pool) >= k or len(dense[0]) < depth:
             return pool[:k]  # a short dense half holds every passage: none follows
         # The dense top k holds at most len(pool) pooled passages: enough follow.
-        deeper = self._dense_ranking(reader, vector, k, allowed)
+        deeper = dense_ranking(reader, vector, k, allowed)
         return [*pool, *fuse_beyond(dense, lexical, self.fusion, deeper)][:k]
 
     def _dense(
         self, reader: SearchReader, vector: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> list[Candidate]:
-        return candidates_of(self._dense_ranking(reader, vector, k, allowed))
-
-    def _dense_ranking(
-        self, reader: SearchReader, vector: np.ndarray, k: int, allowed: np.ndarray | None
-    ) -> Ranking:
-        if allowed is not None and len(allowed) == 0:
-            return EMPTY_RANKING
-        scores, ids = reader.dense(vector, k, allowed)
-        found = ids[0] >= 0  # FAISS pads with -1 when fewer than k exist
-        return ids[0][found].astype(np.int64), scores[0][found].astype(np.float64)
+        return candidates_of(dense_ranking(reader, vector, k, allowed))
 
     def _lexical(
         self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
     ) -> list[Candidate]:
-        rows = self._lexical_rows(query, k, filters, allowed)
+        rows = lexical_rows(self.lexical, query, k, filters, allowed)
         return [Candidate(passage_id, score) for passage_id, score in rows]
 
-    def _lexical_ranking(
-        self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
-    ) -> Ranking:
-        rows = self._lexical_rows(query, k, filters, allowed)
-        return (np.array([passage_id for passage_id, _ in rows], dtype=np.int64),
-                np.array([score for _, score in rows], dtype=np.float64))
 
-    def _lexical_rows(
-        self, query: str, k: int, filters: Filters, allowed: np.ndarray | None
-    ) -> list[tuple[int, float]]:
-        if allowed is not None and len(allowed) == 0:
-            return []
-        return self.lexical.search(query, k, filters=filters, allowed=allowed)
+def dense_ranking(
+    reader: SearchReader, vector: np.ndarray, k: int, allowed: np.ndarray | None
+) -> Ranking:
+    """The k passages closest to the query vector, as arrays, best first."""
+    if allowed is not None and len(allowed) == 0:
+        return EMPTY_RANKING
+    scores, ids = reader.dense(vector, k, allowed)
+    found = ids[0] >= 0  # FAISS pads with -1 when fewer than k exist
+    return ids[0][found].astype(np.int64), scores[0][found].astype(np.float64)
+
+
+def lexical_ranking(
+    lexical: LexicalIndex, query: str, k: int, filters: Filters, allowed: np.ndarray | None
+) -> Ranking:
+    """The k best BM25 passages, as arrays, best first."""
+    rows = lexical_rows(lexical, query, k, filters, allowed)
+    return (np.array([passage_id for passage_id, _ in rows], dtype=np.int64),
+            np.array([score for _, score in rows], dtype=np.float64))
+
+
+def lexical_rows(
+    lexical: LexicalIndex, query: str, k: int, filters: Filters, allowed: np.ndarray | None
+) -> list[tuple[int, float]]:
+    if allowed is not None and len(allowed) == 0:
+        return []
+    return lexical.search(query, k, filters=filters, allowed=allowed)
