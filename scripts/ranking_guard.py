@@ -33,12 +33,7 @@ def collect(out: Path, fusions: list[str] | None, skip: list[str]) -> None:
                 "--mode", "hybrid", "--quiet"]
         if fusions:
             argv += ["--fusion", *fusions]
-        parser = argparse.ArgumentParser(prog="retrieval")
-        eval_cli.register(parser.add_subparsers())
-        args = parser.parse_args(argv)
-        task = eval_cli.load_task(args)
-        with eval_cli.open_collection(args, task) as collection:
-            runs = eval_cli.search_all(args, task, collection)
+        task, runs = eval_cli.runs_of(argv)
         results[guard_set.name] = {
             name: per_query(task.qrels, run_, GUARD_METRIC) for name, run_ in runs.items()
         }

@@ -185,6 +185,17 @@ def search_all(args: argparse.Namespace, task: Task, collection: Any) -> dict[st
     return runs
 
 
+def runs_of(argv: list[str]) -> tuple[Task, dict[str, Any]]:
+    """The task and runs of one `retrieval eval` command line (`argv` starts with "eval"),
+    without the report: for the guard and the studies that compare runs."""
+    parser = argparse.ArgumentParser(prog="retrieval")
+    register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    task = load_task(args)
+    with open_collection(args, task) as collection:
+        return task, search_all(args, task, collection)
+
+
 def report(args: argparse.Namespace, task: Task, runs: dict[str, Any]) -> None:
     from retrieval.evaluation.scoring import compare, evaluate, markdown_table, write_report
 

@@ -133,12 +133,7 @@ def scores_by_mode(guard_set: GuardSet, backend: str, datasets: Path,
             "--backend", backend, "--quiet"]
     if cache is not None:
         argv += ["--cache", str(cache)]
-    parser = argparse.ArgumentParser(prog="retrieval")
-    eval_cli.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    task = eval_cli.load_task(args)
-    with eval_cli.open_collection(args, task) as collection:
-        runs = eval_cli.search_all(args, task, collection)
+    task, runs = eval_cli.runs_of(argv)
     return {mode: per_query(task.qrels, runs[mode], GUARD_METRIC) for mode in MODES}
 
 
