@@ -132,3 +132,15 @@ def test_related_lists_the_closest_articles(indexed, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("1. [")
     assert main(["related", "nope", "--collection", str(indexed)]) == 1
     assert "no article with id 'nope'" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_is_no_error(indexed):
+    """`retrieval info | head -1`: the pipe closes early; no traceback, exit 0."""
+    import subprocess
+    import sys
+
+    command = f"{sys.executable} -m retrieval info --collection {indexed} | head -1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.startswith("collection") and "Traceback" not in done.stderr
+    assert done.returncode == 0, done.stderr

@@ -480,6 +480,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RetrievalError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE if isinstance(error, ValueError) else EXIT_FAILED
+    except BrokenPipeError:
+        # The reader stopped reading (`retrieval info | head`): nothing of ours failed.
+        # Standard output goes nowhere from here, so the exit does not fail to flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":
