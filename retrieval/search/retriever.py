@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -46,7 +46,6 @@ from retrieval.search.pool import gather
 from retrieval.search.related import related_articles
 
 
-@runtime_checkable
 class PreparesSearch(Protocol):
     """A reader that gathers a whole search up front: a sharded collection's asks each
     shard once for everything the search will read (retrieval/cluster/query_phase.py),
@@ -192,8 +191,10 @@ class Retriever:
             raise InputError(f"{mode} search needs one query vector per query")
         filters = options.filters or Filters()
         with self.collection.reading() as reader:
-            if isinstance(reader, PreparesSearch):
-                reader.prepare(queries, vectors, options)
+            # A plain attribute look-up: isinstance against a runtime Protocol checks every
+            # member and cost about 1.5% of a search on this hot path.
+            if hasattr(reader, "prepare"):
+                cast(PreparesSearch, reader).prepare(queries, vectors, options)
             if reader.size() == 0:
                 raise EmptyIndexError("the collection holds no passages: index some articles first")
             allowed = None if filters.is_empty() else reader.passage_ids_matching(filters)
